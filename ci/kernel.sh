@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Configure and build one kernel variant:
+#   ci/kernel.sh patched|stock|noksm|debug [make targets...]
+# Each variant has its own output directory under $BUILD, its .config merged
+# from kernel-config/ fragments with scripts/kconfig/merge_config.sh on top of
+# allnoconfig, and checked: an option asked for that did not stick is an error.
+source "$(dirname "$0")/lib.sh"
+
+variant=${1:-}
+shift || true
+case "$variant" in
+	patched) tree=$TREE;       frags=(base mm rust) ;;
+	stock)   tree=$STOCK_TREE; frags=(base mm rust) ;;
+	noksm)   tree=$TREE;       frags=(base mm rust noksm) ;;
+	debug)   tree=$TREE;       frags=(base mm rust debug) ;;
+	*) die "usage: ci/kernel.sh patched|stock|noksm|debug [make targets]" ;;
+esac
+[ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
+
+out=$BUILD/$variant
+mkdir -p "$out" "$CCACHE_DIR"
+export PATH=$KERNEL_PATH
+if [ "$variant" = debug ]; then
+	# Rust with KASAN needs Clang.
+	MAKEFLAGS_KSMRS=(LLVM=-19 CC="ccache clang-19")
+else
+	MAKEFLAGS_KSMRS=(CC="ccache gcc")
+fi
+kmake() { make -C "$tree" O="$out" "${MAKEFLAGS_KSMRS[@]}" "$@"; }
+
+frag_files=()
+for f in "${frags[@]}"; do frag_files+=("$KSMRS_ROOT/kernel-config/$f.config"); done
+
+# Every CONFIG_ line the fragments ask for must be in the final .config; the
+# last fragment to mention an option wins, as in merge_config.sh.
+check_config() {
+	local line opt bad=0
+	declare -A want=()
+	while IFS= read -r line; do
+		case "$line" in
+			CONFIG_*=*) opt=${line%%=*}; want[$opt]=$line ;;
+			"# CONFIG_"*" is not set") opt=${line#\# }; opt=${opt%% *}; want[$opt]=$line ;;
+		esac
+	done < <(cat "${frag_files[@]}")
+	for opt in "${!want[@]}"; do
+		line=${want[$opt]}
+		if [[ $line == "# "* ]]; then
+			grep -q "^$opt=" "$out/.config" || continue
+		else
+			grep -qxF "$line" "$out/.config" && continue
+		fi
+		printf '  asked: %-40s got: %s\n' "$line" \
+			"$(grep -E "^$opt=|^# $opt is not set" "$out/.config" || echo "(absent)")" >&2
+		bad=1
+	done
+	[ $bad = 0 ] || die "options above did not stick in $out/.config (for CONFIG_RUST: is /usr/bin/rustc with rust-src first on PATH? see 'make -C $tree O=$out rustavailable')"
+}
+
+stamp=$out/.ksm-rs-config
+want_stamp=$(cat "${frag_files[@]}" | sha256sum | cut -d' ' -f1)
+if [ ! -f "$out/.config" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
+	log "configuring $variant (${frags[*]})"
+	(cd "$tree" && scripts/kconfig/merge_config.sh -n -O "$out" "${frag_files[@]}" >"$out/merge_config.log" 2>&1) ||
+		{ cat "$out/merge_config.log" >&2; die "merge_config.sh failed"; }
+	kmake -s olddefconfig >/dev/null
+	check_config
+	echo "$want_stamp" > "$stamp"
+else
+	kmake -s olddefconfig >/dev/null
+	check_config
+fi
+
+# Progress: one line a minute with the count of objects built, errors and
+# warnings in full; the whole log is kept in $out/build.log.
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(bzImage)
+log "building $variant: ${targets[*]} in $out (log: $out/build.log)"
+start=$(date +%s)
+set +e
+kmake -j"$(nproc)" "${targets[@]}" 2>&1 | tee "$out/build.log" | awk -v start="$start" '
+	/error|warning:|Error [0-9]/ { print; fflush() }
+	/^  [A-Z]/ { n++ }
+	{ now = systime(); if (now - last >= 60) { last = now; printf "  ... %d s, %d steps, at %s\n", now - start, n, $NF; fflush() } }'
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 0 ] || die "build of $variant failed after $(since "$start") s; see $out/build.log"
+log "built $variant in $(since "$start") s: $out/arch/x86/boot/bzImage"

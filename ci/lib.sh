@@ -1,0 +1,50 @@
+# shellcheck shell=bash
+# Common settings for the ksm-rs scripts. Sourced, never run.
+#
+# Everything heavy (packages aside) lives under $KSMRS_CACHE, outside the
+# repository, so a second run on the same machine is warm while a fresh
+# machine still builds everything from scratch.
+
+set -euo pipefail
+
+KSMRS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KSMRS_CACHE=${KSMRS_CACHE:-$HOME/.cache/ksm-rs}
+
+# The pinned kernel source: Debian's linux-source-7.3 from trixie-backports.
+LINUX_SRC_PKG=linux-source-7.3
+LINUX_SRC_VERSION=7.3.4-1~bpo13+1
+LINUX_SRC_SHA256=703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee3
+
+# Pinned tools.
+BINDGEN_VERSION=0.73.2
+VIRTME_NG_VERSION=1.42
+
+TREE=$KSMRS_CACHE/linux          # the unpacked 7.3 tree, a git repository
+BUILD=$KSMRS_CACHE/build         # one output directory per config variant
+VENV=$KSMRS_CACHE/venv           # virtme-ng
+CARGO_TOOLS=$KSMRS_CACHE/cargo   # bindgen-cli
+export CCACHE_DIR=${CCACHE_DIR:-$KSMRS_CACHE/ccache}
+
+# The kernel wants Debian's rustc (it ships rust-src); userspace keeps rustup's.
+KERNEL_PATH=/usr/bin:$CARGO_TOOLS/bin:$PATH
+
+log() { printf '\033[1m[ksm-rs]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[ksm-rs] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Seconds since $1 (an epoch), for progress lines.
+since() { echo $(( $(date +%s) - $1 )); }
+
+BASE_TAG=ksm-rs-base             # first commit of $TREE: pristine 7.3
+PATCHED_BRANCH=ksm-rs            # $BASE_TAG + patches/series
+STOCK_TREE=$KSMRS_CACHE/linux-stock   # a worktree of $BASE_TAG
+
+# git inside the kernel trees, with an identity for the base commit and `git am`.
+tgit() {
+	git -c user.name=ksm-rs -c user.email=ksm-rs@localhost \
+	    -c advice.detachedHead=false "$@"
+}
+
+# The patch files named by patches/series, in order (comments and blanks skipped).
+series_patches() {
+	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$KSMRS_ROOT/patches/series"
+}

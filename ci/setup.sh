@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install everything ksm-rs needs on a Debian 12 machine (as root).
+# Idempotent: a second run checks and returns in seconds.
+source "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" = 0 ] || die "setup needs root (apt-get, /sys/kernel/mm/ksm)"
+grep -q 'VERSION_CODENAME=bookworm' /etc/os-release ||
+	log "warning: not Debian 12; package names may differ"
+
+PACKAGES=(
+	# kernel build
+	build-essential flex bison bc libelf-dev libssl-dev dwarves cpio kmod
+	zstd xz-utils rsync ccache git python3
+	# kernel Rust: Debian's rustc ships the core library source
+	rustc-web rust-web-src clang-19 libclang-19-dev
+	# the kernel's KSM selftests link libnuma
+	libnuma-dev
+	# guests
+	qemu-system-x86 busybox-static
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing packages: ${missing[*]}"
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# trixie-backports is only a source of linux-source-7.3 (and of the stock
+# Debian 7.3 image for the matrix): pinned so that nothing is ever upgraded
+# or installed from it.
+if [ ! -f /etc/apt/sources.list.d/ksm-rs-trixie-backports.sources ]; then
+	log "adding trixie-backports (download only, pinned to -1)"
+	cat > /etc/apt/sources.list.d/ksm-rs-trixie-backports.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+	cat > /etc/apt/preferences.d/ksm-rs-trixie-backports <<'PIN'
+Package: *
+Pin: release n=trixie-backports
+Pin-Priority: -1
+PIN
+	apt-get update -q
+fi
+
+# cargo for bindgen: rustup's if present, else Debian's.
+command -v cargo >/dev/null || {
+	log "no cargo on PATH: installing Debian's cargo-web"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends cargo-web
+}
+
+if ! "$CARGO_TOOLS/bin/bindgen" --version 2>/dev/null | grep -qx "bindgen $BINDGEN_VERSION"; then
+	log "building bindgen-cli $BINDGEN_VERSION (about 80 s)"
+	cargo install --locked --root "$CARGO_TOOLS" "bindgen-cli@$BINDGEN_VERSION"
+fi
+
+if ! "$VENV/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
+	log "installing virtme-ng $VIRTME_NG_VERSION in $VENV"
+	python3 -m venv "$VENV"
+	"$VENV/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
+fi
+
+# Userspace test tooling.
+for tool in cargo-nextest; do
+	command -v "$tool" >/dev/null || [ -x "$CARGO_TOOLS/bin/$tool" ] || {
+		log "installing $tool"
+		cargo install --locked --root "$CARGO_TOOLS" "$tool"
+	}
+done
+
+log "setup complete ($(/usr/bin/rustc --version), $("$CARGO_TOOLS/bin/bindgen" --version), virtme-ng $("$VENV/bin/vng" --version 2>&1 | awk '{print $2}'))"
