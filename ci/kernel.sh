@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Configure and build one kernel variant:
 #   ci/kernel.sh patched|stock|noksm|debug [make targets...]
-# Each variant has its own output directory under $BUILD, its .config merged
+# Each variant has its own output directory under $KSMRS_CACHE (variant_out in ci/lib.sh), its .config merged
 # from kernel-config/ fragments with scripts/kconfig/merge_config.sh on top of
 # allnoconfig, and checked: an option asked for that did not stick is an error.
 source "$(dirname "$0")/lib.sh"
@@ -17,7 +17,7 @@ case "$variant" in
 esac
 [ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
 
-out=$BUILD/$variant
+out=$(variant_out "$variant")
 mkdir -p "$out" "$CCACHE_DIR"
 export PATH=$KERNEL_PATH
 if [ "$variant" = debug ]; then
@@ -78,7 +78,7 @@ log "building $variant: ${targets[*]} in $out (log: $out/build.log)"
 start=$(date +%s)
 set +e
 kmake -j"$(nproc)" "${targets[@]}" 2>&1 | tee "$out/build.log" | awk -v start="$start" '
-	/error|warning:|Error [0-9]/ { print; fflush() }
+	/error:|warning:|Error [0-9]/ { print; fflush() }
 	/^  [A-Z]/ { n++ }
 	{ now = systime(); if (now - last >= 60) { last = now; printf "  ... %d s, %d steps, at %s\n", now - start, n, $NF; fflush() } }'
 rc=${PIPESTATUS[0]}

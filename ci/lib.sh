@@ -19,11 +19,14 @@ LINUX_SRC_SHA256=703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee
 BINDGEN_VERSION=0.73.2
 VIRTME_NG_VERSION=1.42
 
-TREE=$KSMRS_CACHE/linux          # the unpacked 7.3 tree, a git repository
-BUILD=$KSMRS_CACHE/build         # one output directory per config variant
+# Each source tree sits beside its output directories (out-<variant>) so the
+# path from any build to its source is the same "../src": with CCACHE_BASEDIR
+# that lets the stock and the patched builds share ccache entries.
+TREE=$KSMRS_CACHE/linux/src      # the unpacked 7.3 tree, a git repository
 VENV=$KSMRS_CACHE/venv           # virtme-ng
 CARGO_TOOLS=$KSMRS_CACHE/cargo   # bindgen-cli
 export CCACHE_DIR=${CCACHE_DIR:-$KSMRS_CACHE/ccache}
+export CCACHE_BASEDIR=$KSMRS_CACHE
 
 # The kernel wants Debian's rustc (it ships rust-src); userspace keeps rustup's.
 KERNEL_PATH=/usr/bin:$CARGO_TOOLS/bin:$PATH
@@ -36,7 +39,15 @@ since() { echo $(( $(date +%s) - $1 )); }
 
 BASE_TAG=ksm-rs-base             # first commit of $TREE: pristine 7.3
 PATCHED_BRANCH=ksm-rs            # $BASE_TAG + patches/series
-STOCK_TREE=$KSMRS_CACHE/linux-stock   # a worktree of $BASE_TAG
+STOCK_TREE=$KSMRS_CACHE/stock/src    # a worktree of $BASE_TAG
+
+# The output directory of a kernel variant (see ci/kernel.sh).
+variant_out() {
+	case "$1" in
+		stock) echo "$KSMRS_CACHE/stock/out-stock" ;;
+		*) echo "$KSMRS_CACHE/linux/out-$1" ;;
+	esac
+}
 
 # git inside the kernel trees, with an identity for the base commit and `git am`.
 tgit() {

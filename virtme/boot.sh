@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Boot a kernel with virtme-ng under TCG and run one command in it.
+#
+#   virtme/boot.sh [options] -- COMMAND [ARGS...]
+#
+#   --kernel K     a build directory of ours (ci/kernel.sh), a bzImage, or the
+#                  root of an unpacked Debian kernel package (usr/lib/modules/)
+#   --memory M     guest memory (default 2G)
+#   --nodes N      NUMA nodes, memory split evenly, one CPU each (default 2)
+#   --timeout S    kill the guest after S seconds (default 900)
+#   --log FILE     console log (default OUT/console.log)
+#   --rwdir DIR    a host directory the guest may write (results)
+#
+# The command's stdout/stderr come back on ours and its exit status is ours.
+# The kernel console is kept in the log; a progress line shows the boot.
+source "$(dirname "$0")/../ci/lib.sh"
+
+kernel=$(variant_out patched) memory=2G nodes=2 timeout=900 logfile="" rwdir=""
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--kernel) kernel=$2; shift 2 ;;
+		--memory) memory=$2; shift 2 ;;
+		--nodes) nodes=$2; shift 2 ;;
+		--timeout) timeout=$2; shift 2 ;;
+		--log) logfile=$2; shift 2 ;;
+		--rwdir) rwdir=$2; shift 2 ;;
+		--) shift; break ;;
+		-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		*) die "unknown option $1 (see --help)" ;;
+	esac
+done
+[ $# -gt 0 ] || die "no command given: virtme/boot.sh [options] -- COMMAND"
+[ -x "$VENV/bin/vng" ] || die "virtme-ng is not installed: run ci/setup.sh"
+[[ $nodes =~ ^[1-8]$ ]] || die "--nodes must be 1..8, got '$nodes'"
+[[ $timeout =~ ^[0-9]+$ ]] || die "--timeout must be seconds, got '$timeout'"
+
+# What to hand to `vng --run`.
+if [ -f "$kernel/arch/x86/boot/bzImage" ]; then
+	image=$kernel/arch/x86/boot/bzImage
+elif [ -f "$kernel" ]; then
+	image=$kernel
+elif compgen -G "$kernel/usr/lib/modules/*/vmlinuz" >/dev/null; then
+	image=$(echo "$kernel"/usr/lib/modules/*/vmlinuz)
+elif compgen -G "$kernel/boot/vmlinuz-*" >/dev/null; then
+	image=$(echo "$kernel"/boot/vmlinuz-*)
+else
+	die "no kernel image at $kernel (build one with ci/kernel.sh, or unpack a Debian kernel)"
+fi
+
+mem_mb=$(numfmt --from=iec "${memory}" 2>/dev/null) || die "--memory: bad size '$memory'"
+mem_mb=$((mem_mb / 1048576))
+numa=() smp=()
+if [ "$nodes" -gt 1 ]; then
+	# One socket per node: CPUs of one socket on two nodes make the
+	# scheduler's topology check WARN at boot, noise in every console log.
+	smp=(--qemu-opts "-smp $nodes,sockets=$nodes,cores=1,threads=1")
+	for ((i = 0; i < nodes; i++)); do
+		numa+=(--numa "$((mem_mb / nodes))M,cpus=$i")
+	done
+fi
+
+logfile=${logfile:-${rwdir:-$KSMRS_CACHE}/console.log}
+mkdir -p "$(dirname "$logfile")"
+rw=()
+[ -n "$rwdir" ] && { mkdir -p "$rwdir"; rw=(--rwdir "$rwdir"); }
+
+log "booting $(basename "$image") ($image) under TCG: ${memory} RAM, $nodes node(s), timeout ${timeout}s; console: $logfile"
+start=$(date +%s)
+
+# The console goes to stderr (--verbose), the command's output to stdout.
+# Both must be pipes: QEMU reopens /proc/self/fd/N, which truncates files.
+set +e
+PATH=$VENV/bin:$PATH timeout -k 10 "$timeout" vng --run "$image" --disable-kvm --verbose \
+	--cpus "$nodes" --memory "${mem_mb}M" "${numa[@]}" "${rw[@]}" "${smp[@]}" \
+	-- "$KSMRS_ROOT/virtme/guest-exec.sh" "$@" \
+	2> >(awk -v start="$start" -v logf="$logfile" '
+		{ print > logf; fflush(logf) }
+		!up && /virtme-ng-init:|Run \/init|Freeing unused kernel/ {
+			up = 1; printf "[guest] kernel up after %d s\n", systime() - start > "/dev/stderr"
+		}
+		/Kernel panic|BUG:|WARNING:|Oops|KASAN|possible circular|lockdep/ { print "[guest console] " $0 > "/dev/stderr" }
+	') | cat
+rc=${PIPESTATUS[0]}
+set -e
+wait
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+	die "guest did not finish within ${timeout}s; console log: $logfile"
+fi
+log "guest exited with status $rc after $(since "$start") s"
+exit "$rc"
