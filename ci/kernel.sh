@@ -9,10 +9,10 @@ source "$(dirname "$0")/lib.sh"
 variant=${1:-}
 shift || true
 case "$variant" in
-	patched) tree=$TREE;       frags=(base mm rust) ;;
+	patched) tree=$TREE;       frags=(base mm rust ksm-rs) ;;
 	stock)   tree=$STOCK_TREE; frags=(base mm rust) ;;
 	noksm)   tree=$TREE;       frags=(base mm rust noksm) ;;
-	debug)   tree=$TREE;       frags=(base mm rust debug) ;;
+	debug)   tree=$TREE;       frags=(base mm rust ksm-rs debug) ;;
 	*) die "usage: ci/kernel.sh patched|stock|noksm|debug [make targets]" ;;
 esac
 [ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
@@ -26,6 +26,9 @@ if [ "$variant" = debug ]; then
 else
 	MAKEFLAGS_KSMRS=(CC="ccache gcc")
 fi
+# Our Rust goes through clippy on every build; with CONFIG_WERROR a lint is
+# an error, so a build of the patched tree is also the `make CLIPPY=1` check.
+[ "$tree" = "$TREE" ] && MAKEFLAGS_KSMRS+=(CLIPPY=1)
 kmake() { make -C "$tree" O="$out" "${MAKEFLAGS_KSMRS[@]}" "$@"; }
 
 frag_files=()
@@ -70,18 +73,6 @@ else
 	check_config
 fi
 
-# Progress: one line a minute with the count of objects built, errors and
-# warnings in full; the whole log is kept in $out/build.log.
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(bzImage)
-log "building $variant: ${targets[*]} in $out (log: $out/build.log)"
-start=$(date +%s)
-set +e
-kmake -j"$(nproc)" "${targets[@]}" 2>&1 | tee "$out/build.log" | awk -v start="$start" '
-	/error:|warning:|Error [0-9]/ { print; fflush() }
-	/^  [A-Z]/ { n++ }
-	{ now = systime(); if (now - last >= 60) { last = now; printf "  ... %d s, %d steps, at %s\n", now - start, n, $NF; fflush() } }'
-rc=${PIPESTATUS[0]}
-set -e
-[ "$rc" = 0 ] || die "build of $variant failed after $(since "$start") s; see $out/build.log"
-log "built $variant in $(since "$start") s: $out/arch/x86/boot/bzImage"
+run_logged "$out/build.log" "build of $variant (${targets[*]})" kmake -j"$(nproc)" "${targets[@]}"

@@ -50,12 +50,55 @@ variant_out() {
 }
 
 # git inside the kernel trees, with an identity for the base commit and `git am`.
+KSMRS_IDENT="ksm-rs developers <ksm-rs@lists.example.org>"
 tgit() {
-	git -c user.name=ksm-rs -c user.email=ksm-rs@localhost \
+	git -c user.name="${KSMRS_IDENT% <*}" -c user.email="$(echo "$KSMRS_IDENT" | sed 's/.*<\(.*\)>/\1/')" \
 	    -c advice.detachedHead=false "$@"
 }
 
 # The patch files named by patches/series, in order (comments and blanks skipped).
 series_patches() {
 	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$KSMRS_ROOT/patches/series"
+}
+
+# run_logged LOG LABEL CMD...: run CMD with its output in LOG, print a
+# progress line every 30 s (elapsed time and the log's last line) and the
+# compiler's errors and warnings as they come; on failure show the log's tail.
+run_logged() {
+	local logf=$1 label=$2 start rc pid
+	shift 2
+	start=$(date +%s)
+	: >"$logf"
+	"$@" >"$logf" 2>&1 &
+	pid=$!
+	(
+		while kill -0 "$pid" 2>/dev/null; do
+			sleep 30
+			kill -0 "$pid" 2>/dev/null &&
+				printf '  ... %s: %d s, %d log lines, at: %s\n' "$label" "$(since "$start")" \
+					"$(wc -l <"$logf")" "$(tail -n 1 "$logf" | cut -c1-80)" >&2
+		done
+	) &
+	local ticker=$!
+	tail -n +1 -f --pid="$pid" "$logf" 2>/dev/null | grep --line-buffered -E 'error:|warning:|Error [0-9]' >&2 &
+	local tailer=$!
+	rc=0
+	wait "$pid" || rc=$?
+	kill "$ticker" 2>/dev/null || true
+	wait "$tailer" "$ticker" 2>/dev/null || true
+	if [ "$rc" != 0 ]; then
+		tail -n 30 "$logf" >&2
+		die "$label failed after $(since "$start") s (exit $rc); full log: $logf"
+	fi
+	log "$label done in $(since "$start") s"
+}
+
+# A hash of patches/series and the patches it names.
+series_hash() {
+	(cd "$KSMRS_ROOT/patches" && series_patches | xargs -r cat series | sha256sum | cut -d' ' -f1)
+}
+
+# Remember that $TREE's HEAD is patches/ applied (read by ci/tree.sh).
+record_series_stamp() {
+	echo "$(series_hash) $(tgit -C "$TREE" rev-parse HEAD)" >"$TREE/.git/ksm-rs-series"
 }

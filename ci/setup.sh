@@ -11,8 +11,10 @@ PACKAGES=(
 	# kernel build
 	build-essential flex bison bc libelf-dev libssl-dev dwarves cpio kmod
 	zstd xz-utils rsync ccache git python3
+	# scripts/checkpatch.pl runs scripts/spdxcheck.py
+	python3-ply python3-git
 	# kernel Rust: Debian's rustc ships the core library source
-	rustc-web rust-web-src clang-19 libclang-19-dev
+	rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
 	# the kernel's KSM selftests link libnuma
 	libnuma-dev
 	# guests

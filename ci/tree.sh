@@ -43,18 +43,24 @@ unpack_base() {
 }
 
 apply_series() {
-	local stamp=$TREE/.git/ksm-rs-series
-	local want
-	want=$(cd "$KSMRS_ROOT/patches" && series_patches | xargs -r cat series | sha256sum | cut -d' ' -f1)
-	if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want $(tgit -C "$TREE" rev-parse HEAD)" ] &&
+	local stamp=$TREE/.git/ksm-rs-series head
+	head=$(tgit -C "$TREE" rev-parse HEAD)
+	if [ "$(cat "$stamp" 2>/dev/null)" = "$(series_hash) $head" ] &&
 	   [ -z "$(tgit -C "$TREE" status --porcelain --untracked-files=no)" ]; then
 		log "series already applied on $PATCHED_BRANCH"
 		return
 	fi
+	# Never throw away work done in the tree: commits not exported to
+	# patches/ (make patches) or uncommitted changes stop us.
+	if [ "${KSMRS_RESET_TREE:-0}" != 1 ] && [ -f "$stamp" ]; then
+		[ -z "$(tgit -C "$TREE" status --porcelain --untracked-files=no)" ] ||
+			die "$TREE has uncommitted changes; commit and 'make patches', or rerun with KSMRS_RESET_TREE=1 to drop them"
+		[ "$head" = "$(cut -d' ' -f2 "$stamp")" ] ||
+			die "$TREE has commits that patches/ does not have; 'make patches', or rerun with KSMRS_RESET_TREE=1 to drop them"
+	fi
 	log "applying patches/series on $BASE_TAG"
 	tgit -C "$TREE" am --abort >/dev/null 2>&1 || true
-	tgit -C "$TREE" checkout -q -B "$PATCHED_BRANCH" "$BASE_TAG"
-	tgit -C "$TREE" reset -q --hard "$BASE_TAG"
+	tgit -C "$TREE" checkout -q -f -B "$PATCHED_BRANCH" "$BASE_TAG"
 	local p n=0
 	for p in $(series_patches); do
 		[ -f "$KSMRS_ROOT/patches/$p" ] || die "patches/series names $p, which does not exist"
@@ -64,7 +70,7 @@ apply_series() {
 		fi
 		n=$((n + 1))
 	done
-	echo "$want $(tgit -C "$TREE" rev-parse HEAD)" > "$stamp"
+	record_series_stamp
 	log "applied $n patches; $PATCHED_BRANCH is at $(tgit -C "$TREE" log -1 --format='%h %s')"
 }
 

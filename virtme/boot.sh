@@ -67,11 +67,15 @@ rw=()
 log "booting $(basename "$image") ($image) under TCG: ${memory} RAM, $nodes node(s), timeout ${timeout}s; console: $logfile"
 start=$(date +%s)
 
+# proc_mem.force_override=always: ksm_functional_tests writes to PROT_NONE
+# memory through /proc/self/mem, which kernels since 6.12 (Debian's among
+# them) only allow to active ptracers by default.
 # The console goes to stderr (--verbose), the command's output to stdout.
 # Both must be pipes: QEMU reopens /proc/self/fd/N, which truncates files.
 set +e
 PATH=$VENV/bin:$PATH timeout -k 10 "$timeout" vng --run "$image" --disable-kvm --verbose \
 	--cpus "$nodes" --memory "${mem_mb}M" "${numa[@]}" "${rw[@]}" "${smp[@]}" \
+	--append "proc_mem.force_override=always" \
 	-- "$KSMRS_ROOT/virtme/guest-exec.sh" "$@" \
 	2> >(awk -v start="$start" -v logf="$logfile" '
 		{ print > logf; fflush(logf) }

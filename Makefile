@@ -1,0 +1,56 @@
+# ksm-rs: KSM's trees and scanner in Rust, and a conformance suite for KSM.
+#
+#   make run     the main job: build the patched 7.3 kernel, boot it, run the
+#                conformance suite in it, print the report
+#   make test    everything that is checked (see ci/test.sh)
+#
+# Steps they are made of: setup, tree, kernel, stock-kernel, noksm-kernel,
+# debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
+# from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
+# Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
+
+SHELL := /bin/bash
+KERNEL ?= patched
+
+.PHONY: run test setup tree kernel stock-kernel noksm-kernel debug-kernel \
+	selftests suite vm patches check-series
+
+run: suite kernel
+	ci/run.sh
+
+test:
+	ci/test.sh
+
+setup:
+	ci/setup.sh
+
+tree: setup
+	ci/tree.sh
+
+kernel: tree
+	ci/kernel.sh patched
+
+stock-kernel: tree
+	ci/kernel.sh stock
+
+noksm-kernel: tree
+	ci/kernel.sh noksm
+
+debug-kernel: tree
+	ci/kernel.sh debug
+
+selftests: kernel
+	ci/selftests.sh
+
+suite: setup
+	cd rust && cargo build --release --locked
+
+vm:
+	@[ -n "$(CMD)" ] || { echo 'usage: make vm CMD="command" [KERNEL=patched|stock|noksm|debug|PATH]'; exit 2; }
+	virtme/boot.sh --kernel "$$(source ci/lib.sh && case "$(KERNEL)" in /*|./*) echo "$(KERNEL)";; *) variant_out "$(KERNEL)";; esac)" -- sh -c '$(CMD)'
+
+patches: tree
+	ci/format-patches.sh
+
+check-series: tree
+	ci/check-series-full.sh

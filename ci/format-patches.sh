@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Regenerate patches/ from the commits on $PATCHED_BRANCH in $TREE:
+# git format-patch, a cover letter from docs/cover-letter.txt (first line the
+# subject, then the body), and patches/series listing every patch but the
+# cover letter, so that `git am $(cat series)` takes the rest.
+source "$(dirname "$0")/lib.sh"
+
+[ -z "$(tgit -C "$TREE" status --porcelain --untracked-files=no)" ] ||
+	die "$TREE has uncommitted changes: commit them on $PATCHED_BRANCH first"
+[ "$(tgit -C "$TREE" rev-parse --abbrev-ref HEAD)" = "$PATCHED_BRANCH" ] ||
+	die "$TREE is not on branch $PATCHED_BRANCH"
+
+tgit -C "$TREE" config "branch.$PATCHED_BRANCH.description" "$(cat "$KSMRS_ROOT/docs/cover-letter.txt")"
+tmp=$(mktemp -d)
+tgit -C "$TREE" format-patch -q --cover-letter --cover-from-description=subject \
+	--no-signature -o "$tmp" "$BASE_TAG..$PATCHED_BRANCH"
+rm -f "$KSMRS_ROOT"/patches/*.patch
+mv "$tmp"/*.patch "$KSMRS_ROOT/patches/"
+rmdir "$tmp"
+(cd "$KSMRS_ROOT/patches" && ls [0-9][0-9][0-9][0-9]-*.patch | grep -v '^0000-cover-letter' > series)
+# The tree now is what patches/ describes: tell ci/tree.sh.
+record_series_stamp
+log "wrote $(wc -l < "$KSMRS_ROOT/patches/series") patches and the cover letter to patches/"

@@ -1,0 +1,59 @@
+# shellcheck shell=bash
+# TAP helpers for ci/test.sh. Every stage of the tests leaves one flat TAP file
+# (one "ok"/"not ok" line per check, "# SKIP reason" for skips) in a results
+# directory; tally counts them all.
+
+# tap_line FILE OK|FAIL|SKIP NAME [REASON]: append one result.
+tap_line() {
+	local file=$1 verdict=$2 name=$3 reason=${4:-}
+	case "$verdict" in
+		OK) echo "ok - $name" ;;
+		FAIL) echo "not ok - $name${reason:+ # $reason}" ;;
+		SKIP) echo "ok - $name # SKIP $reason" ;;
+	esac >>"$file"
+}
+
+# kunit_tap DMESG SUITE...: KUnit's test cases from a kernel log, as flat TAP
+# named suite.case; a suite that did not run at all is a failure.
+kunit_tap() {
+	local dmesg=$1 suite
+	shift
+	sed -E 's/^\[ *[0-9]+\.[0-9]+\] //' "$dmesg" | awk '
+		/^    # Subtest: / { suite = $3 }
+		/^    (not )?ok [0-9]+ / {
+			line = $0; sub(/^    /, "", line)
+			verdict = (line ~ /^not ok/) ? "not ok" : "ok"
+			sub(/^(not )?ok [0-9]+ /, "", line)
+			print verdict " - kunit " suite "." line
+		}'
+	for suite in "$@"; do
+		grep -qE "^(\[ *[0-9.]+\] )?    # Subtest: $suite\$" "$dmesg" ||
+			echo "not ok - kunit $suite # the suite did not run"
+	done
+}
+
+# tally FILE...: print "N passed, N failed, N skipped" over all results.
+tally() {
+	cat "$@" 2>/dev/null | awk '
+		/^ok .*# *SKIP/ { s++; next }
+		/^ok / { p++; next }
+		/^not ok / { f++ }
+		END { printf "%d passed, %d failed, %d skipped\n", p, f, s }'
+}
+
+# kunit_suites TREE: the KUnit suites KSM's Rust defines, which must all run.
+kunit_suites() {
+	grep -rhoE 'kunit_tests\([a-z0-9_]+\)' "$1/mm/ksm" 2>/dev/null | sed -E 's/.*\((.*)\)/\1/' | sort -u
+}
+
+# nextest_tap: nextest's per-test status lines (--status-level all) as TAP.
+nextest_tap() {
+	sed -E 's/\x1b\[[0-9;]*m//g' | awk '
+		match($0, /^ *(PASS|FAIL|SKIP|SIGSEGV|SIGABRT|SIGKILL|TIMEOUT|LEAK|LEAK-FAIL|ABORT|TRY [0-9]+ FAIL) +\[[^]]*\] +/) {
+			status = $0; sub(/^ */, "", status); sub(/ .*/, "", status)
+			name = substr($0, RLENGTH + 1)
+			if (status == "PASS" || status == "LEAK") print "ok - nextest " name
+			else if (status == "SKIP") print "ok - nextest " name " # SKIP ignored by the test harness"
+			else print "not ok - nextest " name " # " status
+		}'
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The userspace checks of `make test`, as TAP lines appended to $1:
+# rustfmt and clippy clean, the release build, and every test under nextest
+# (run as root: the conformance suite then runs against this machine's KSM).
+source "$(dirname "$0")/lib.sh"
+source "$KSMRS_ROOT/ci/tap.sh"
+tap=${1:?usage: ci/userspace-test.sh TAPFILE}
+logs=$(dirname "$tap")
+cd "$KSMRS_ROOT/rust"
+
+step() {
+	local name=$1 logf
+	shift
+	logf="$logs/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+	if "$@" >"$logf" 2>&1; then
+		tap_line "$tap" OK "$name"
+	else
+		tap_line "$tap" FAIL "$name" "see $logf"
+		tail -n 30 "$logf" >&2
+	fi
+}
+
+step "rust: cargo fmt --check" cargo fmt --all -- --check
+step "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "rust: release build" cargo build --workspace --release --locked
+
+log "cargo nextest run (the conformance suite runs natively as root)"
+set +e
+cargo nextest run --workspace --locked --status-level all --final-status-level none \
+	--no-fail-fast 2>&1 | tee "$logs/nextest.log" | grep -E --line-buffered '^ *(FAIL|SIG|TIMEOUT)|Summary' >&2
+set -e
+nextest_tap <"$logs/nextest.log" >>"$tap"
+grep -q 'Summary' "$logs/nextest.log" || tap_line "$tap" FAIL "rust: nextest ran" "see $logs/nextest.log"
