@@ -56,7 +56,11 @@ impl Session {
             .map_err(|e| Error::file("open", &lock_path, e))?;
         // SAFETY: flock on a descriptor we own; released when it is closed.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::file("flock", &lock_path, std::io::Error::last_os_error()));
+            return Err(Error::file(
+                "flock",
+                &lock_path,
+                std::io::Error::last_os_error(),
+            ));
         }
         let journal = dir.join(JOURNAL);
         let recovered = recover(&sysfs, &journal)?;
@@ -120,10 +124,19 @@ impl KnobGuard<'_> {
     /// Write raw bytes (for validation tests); the original is saved first
     /// even if the kernel then refuses the write.
     pub fn write_bytes(&mut self, knob: Knob, bytes: &[u8]) -> Result<()> {
-        assert_eq!(std::process::id(), self.owner, "knobs are changed only by the process owning the guard");
+        assert_eq!(
+            std::process::id(),
+            self.owner,
+            "knobs are changed only by the process owning the guard"
+        );
         let _held = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         self.save(knob)?;
         self.session.sysfs.write_bytes(knob, bytes)
+    }
+
+    /// The original values saved so far, in first-change order.
+    pub fn saved(&self) -> Vec<(Knob, String)> {
+        self.journal.saved.clone()
     }
 
     /// Put run to 2: ksmd stops and every KSM page is unmerged, leaving the
@@ -176,7 +189,10 @@ impl Drop for KnobGuard<'_> {
             return;
         }
         if let Err(e) = self.restore() {
-            eprintln!("ksm: {e}; the journal {} is kept", self.session.journal_path().display());
+            eprintln!(
+                "ksm: {e}; the journal {} is kept",
+                self.session.journal_path().display()
+            );
         }
     }
 }
@@ -203,7 +219,13 @@ pub(crate) fn apply(sysfs: &Sysfs, journal: &Journal) -> Result<usize> {
 /// order the kernel accepts (see the module documentation).
 pub fn restore_plan(journal: &Journal, current: &BTreeMap<Knob, String>) -> Vec<(Knob, String)> {
     let differs = |k: Knob, v: &str| current.get(&k).map(String::as_str) != Some(v);
-    let saved = |k: Knob| journal.saved.iter().find(|(s, _)| *s == k).map(|(_, v)| v.clone());
+    let saved = |k: Knob| {
+        journal
+            .saved
+            .iter()
+            .find(|(s, _)| *s == k)
+            .map(|(_, v)| v.clone())
+    };
     // Reverse order of first change, keeping only what differs.
     let pending: Vec<(Knob, String)> = journal
         .saved
@@ -316,7 +338,11 @@ mod tests {
         state(&[(Knob::Run, "0"), (Knob::SleepMillisecs, "20")]),
         &[],
     )]
-    fn plan_order(#[case] journal: Journal, #[case] current: BTreeMap<Knob, String>, #[case] want: &[&str]) {
+    fn plan_order(
+        #[case] journal: Journal,
+        #[case] current: BTreeMap<Knob, String>,
+        #[case] want: &[&str],
+    ) {
         assert_eq!(names(&restore_plan(&journal, &current)), want);
     }
 
@@ -354,7 +380,12 @@ mod tests {
             let saved: Vec<_> = journal.saved.iter().map(|(k, _)| *k).collect();
             assert_eq!(
                 saved,
-                [Knob::SleepMillisecs, Knob::Run, Knob::AdvisorMode, Knob::PagesToScan]
+                [
+                    Knob::SleepMillisecs,
+                    Knob::Run,
+                    Knob::AdvisorMode,
+                    Knob::PagesToScan
+                ]
             );
         }
         assert_eq!(sysfs.snapshot(), before);

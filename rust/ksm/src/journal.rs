@@ -29,7 +29,8 @@ pub struct Journal {
 
 impl Journal {
     pub fn render(&self) -> String {
-        let mut out = String::from("# ksm-conform: original KSM knob values, restored at next start\n");
+        let mut out =
+            String::from("# ksm-conform: original KSM knob values, restored at next start\n");
         if self.drain {
             out.push_str("drain\n");
         }
@@ -54,7 +55,9 @@ impl Journal {
                 content: line.to_string(),
                 why: why.to_string(),
             };
-            let (name, value) = line.split_once(' ').ok_or_else(|| bad("expected \"knob value\""))?;
+            let (name, value) = line
+                .split_once(' ')
+                .ok_or_else(|| bad("expected \"knob value\""))?;
             let knob = Knob::from_name(name).ok_or_else(|| bad("unknown knob"))?;
             if !knob.writable() {
                 return Err(bad("not a writable knob"));
@@ -85,7 +88,9 @@ impl Journal {
 
     pub fn remove(path: &Path) -> Result<()> {
         match fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::file("unlink", path, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::file("unlink", path, e))
+            }
             _ => Ok(()),
         }
     }

@@ -53,12 +53,17 @@ impl Config {
         let gz = Path::new("/proc/config.gz");
         if let Ok(file) = fs::File::open(gz) {
             let mut text = String::new();
-            if flate2::read::GzDecoder::new(file).read_to_string(&mut text).is_ok() {
+            if flate2::read::GzDecoder::new(file)
+                .read_to_string(&mut text)
+                .is_ok()
+            {
                 return Some(Config::parse(&text, gz.display().to_string()));
             }
         }
         let boot = format!("/boot/config-{release}");
-        fs::read_to_string(&boot).ok().map(|text| Config::parse(&text, boot))
+        fs::read_to_string(&boot)
+            .ok()
+            .map(|text| Config::parse(&text, boot))
     }
 
     pub fn parse(text: &str, source: String) -> Config {
@@ -141,7 +146,10 @@ mod tests {
 
     #[test]
     fn config_lines() {
-        let c = Config::parse("CONFIG_KSM=y\n# CONFIG_NUMA is not set\nCONFIG_NR_CPUS=8\n", "t".into());
+        let c = Config::parse(
+            "CONFIG_KSM=y\n# CONFIG_NUMA is not set\nCONFIG_NR_CPUS=8\n",
+            "t".into(),
+        );
         assert_eq!(c.get("CONFIG_KSM"), Some("y"));
         assert_eq!(c.get("CONFIG_NUMA"), Some("n"));
         assert_eq!(c.get("CONFIG_NR_CPUS"), Some("8"));

@@ -73,14 +73,22 @@ impl Mapping {
     /// Private anonymous read/write memory, THP off so that KSM sees small
     /// pages (as the upstream selftests do).
     pub fn anon(pages: usize) -> Result<Mapping> {
-        let m = Mapping::map(pages * page_size(), libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, None)?;
+        let m = Mapping::map(
+            pages * page_size(),
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            None,
+        )?;
         m.no_huge_pages()?;
         Ok(m)
     }
 
     /// MAP_SHARED anonymous memory (shmem underneath).
     pub fn shared_anon(pages: usize) -> Result<Mapping> {
-        Mapping::map(pages * page_size(), libc::MAP_SHARED | libc::MAP_ANONYMOUS, None)
+        Mapping::map(
+            pages * page_size(),
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            None,
+        )
     }
 
     /// A private (copy-on-write) mapping of a file.
@@ -101,7 +109,10 @@ impl Mapping {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(Error::Call { call: "mmap", errno: Errno::last() });
+            return Err(Error::Call {
+                call: "mmap",
+                errno: Errno::last(),
+            });
         }
         Ok(Mapping {
             ptr: NonNull::new(ptr.cast()).expect("mmap returned NULL"),
@@ -112,7 +123,10 @@ impl Mapping {
     fn no_huge_pages(&self) -> Result<()> {
         match self.advise(Advice::NoHugePage) {
             Ok(()) | Err(Errno::EINVAL) => Ok(()), // EINVAL: no THP in this kernel
-            Err(errno) => Err(Error::Call { call: "madvise(MADV_NOHUGEPAGE)", errno }),
+            Err(errno) => Err(Error::Call {
+                call: "madvise(MADV_NOHUGEPAGE)",
+                errno,
+            }),
         }
     }
 
@@ -156,7 +170,9 @@ impl Mapping {
     pub fn page_mut(&mut self, i: usize) -> &mut [u8] {
         assert!(i < self.pages());
         // SAFETY: as above, and &mut self makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(i * page_size()), page_size()) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(i * page_size()), page_size())
+        }
     }
 
     /// Fill page `i` with a pattern derived from `seed`: pages with equal
@@ -182,9 +198,17 @@ impl Mapping {
         assert!(first + count <= self.pages());
         // SAFETY: the range lies within our mapping; `page`/`page_mut` are
         // not used on it afterwards by the callers that punch holes.
-        let rc = unsafe { libc::munmap(self.page_addr(first) as *mut libc::c_void, count * page_size()) };
+        let rc = unsafe {
+            libc::munmap(
+                self.page_addr(first) as *mut libc::c_void,
+                count * page_size(),
+            )
+        };
         if rc != 0 {
-            return Err(Error::Call { call: "munmap", errno: Errno::last() });
+            return Err(Error::Call {
+                call: "munmap",
+                errno: Errno::last(),
+            });
         }
         Ok(())
     }
@@ -242,7 +266,11 @@ pub fn page_nodes(addrs: &[usize]) -> Result<Vec<i32>, Errno> {
             0,
         )
     };
-    if rc == 0 { Ok(status) } else { Err(Errno::last()) }
+    if rc == 0 {
+        Ok(status)
+    } else {
+        Err(Errno::last())
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +293,9 @@ mod tests {
     #[test]
     fn bad_madvise_keeps_errno() {
         let m = Mapping::anon(1).unwrap();
-        assert_eq!(madvise(m.addr() + 1, page_size(), Advice::NoHugePage), Err(Errno::EINVAL));
+        assert_eq!(
+            madvise(m.addr() + 1, page_size(), Advice::NoHugePage),
+            Err(Errno::EINVAL)
+        );
     }
 }

@@ -42,7 +42,9 @@ impl KsmStat {
                 content: line.to_string(),
                 why: why.to_string(),
             };
-            let (name, value) = line.split_once(' ').ok_or_else(|| bad("expected \"name value\""))?;
+            let (name, value) = line
+                .split_once(' ')
+                .ok_or_else(|| bad("expected \"name value\""))?;
             let value = value.trim();
             if let Some(name) = name.strip_suffix(':') {
                 let flag = match value {
@@ -68,7 +70,11 @@ impl KsmStat {
     }
 
     pub fn fields(&self) -> Vec<&str> {
-        self.numbers.keys().chain(self.flags.keys()).map(String::as_str).collect()
+        self.numbers
+            .keys()
+            .chain(self.flags.keys())
+            .map(String::as_str)
+            .collect()
     }
 }
 
@@ -100,7 +106,10 @@ pub fn vm_flags_in(smaps: &str, addr: usize) -> Option<Vec<String>> {
     for line in smaps.lines() {
         if let Some((range, _)) = line.split_once(' ') {
             if let Some((start, end)) = range.split_once('-') {
-                if let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) {
+                if let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                ) {
                     inside = start <= addr && addr < end;
                     continue;
                 }
@@ -134,7 +143,11 @@ impl PageMapEntry {
     /// The page frame number; 0 when not present or not exposed (no
     /// CAP_SYS_ADMIN).
     pub fn pfn(self) -> u64 {
-        if self.present() { self.0 & ((1 << 55) - 1) } else { 0 }
+        if self.present() {
+            self.0 & ((1 << 55) - 1)
+        } else {
+            0
+        }
     }
 }
 
@@ -168,7 +181,11 @@ pub fn vmstat(name: &str) -> Result<Option<u64>> {
     let text = read(Path::new("/proc/vmstat"))?;
     Ok(text.lines().find_map(|l| {
         let (n, v) = l.split_once(' ')?;
-        if n == name { v.trim().parse().ok() } else { None }
+        if n == name {
+            v.trim().parse().ok()
+        } else {
+            None
+        }
     }))
 }
 
@@ -229,7 +246,12 @@ VmFlags: rd wr mr mw me ac
     #[case(0, false, false, 0)]
     #[case(1 << 63 | 1234, true, false, 1234)]
     #[case(1 << 62 | 99, false, true, 0)]
-    fn pagemap_bits(#[case] raw: u64, #[case] present: bool, #[case] swapped: bool, #[case] pfn: u64) {
+    fn pagemap_bits(
+        #[case] raw: u64,
+        #[case] present: bool,
+        #[case] swapped: bool,
+        #[case] pfn: u64,
+    ) {
         let e = PageMapEntry(raw);
         assert_eq!((e.present(), e.swapped(), e.pfn()), (present, swapped, pfn));
     }

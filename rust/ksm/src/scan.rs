@@ -11,7 +11,11 @@ use crate::sysfs::Sysfs;
 const POLL: Duration = Duration::from_millis(2);
 
 /// Poll `cond` until it holds, failing with a timeout after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         if cond()? {
@@ -60,7 +64,9 @@ pub fn wait_within_scans(
             return Ok(());
         }
         if done >= limit {
-            return Err(Error::Other(format!("{what}: still false after {scans} full scans")));
+            return Err(Error::Other(format!(
+                "{what}: still false after {scans} full scans"
+            )));
         }
         if start.elapsed() >= timeout {
             return Err(Error::Timeout {
@@ -91,7 +97,10 @@ mod tests {
         let err = wait_full_scans(&sysfs, 1, Duration::from_millis(20)).unwrap_err();
         assert!(err.to_string().contains("1 more full scans"), "{err}");
         std::fs::write(dir.path().join("full_scans"), "8\n").unwrap();
-        assert_eq!(wait_full_scans(&sysfs, 0, Duration::from_millis(20)).unwrap(), 8);
+        assert_eq!(
+            wait_full_scans(&sysfs, 0, Duration::from_millis(20)).unwrap(),
+            8
+        );
     }
 
     #[test]
@@ -106,6 +115,9 @@ mod tests {
             Ok(false)
         })
         .unwrap_err();
-        assert!(err.to_string().contains("still false after 2 full scans"), "{err}");
+        assert!(
+            err.to_string().contains("still false after 2 full scans"),
+            "{err}"
+        );
     }
 }

@@ -22,7 +22,10 @@ pub fn restore_on_termination(sysfs: Sysfs, journal: PathBuf) -> std::io::Result
                 let _held = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
                 match guard::recover(&sysfs, &journal) {
                     Ok(n) => eprintln!("ksm: signal {sig}: restored {n} knobs"),
-                    Err(e) => eprintln!("ksm: signal {sig}: {e}; the journal {} is kept", journal.display()),
+                    Err(e) => eprintln!(
+                        "ksm: signal {sig}: {e}; the journal {} is kept",
+                        journal.display()
+                    ),
                 }
                 std::process::exit(128 + sig);
             }
