@@ -1,8 +1,10 @@
 //! The registry of checks as cargo/nextest trials (harness = false), so
 //! `cargo nextest run` runs the same checks as the ksm-conform binary.
 //! Requirements are evaluated when the trials are listed: an unmet one makes
-//! the trial ignored, which nextest reports as skipped. Set
-//! KSM_CONFORM_FRESH_BOOT=1 to include the boot-default check.
+//! the trial ignored, which nextest reports as skipped. nextest has no skip
+//! decided while running, so a check that turns out not to be runnable here
+//! (or an ignored one run with --run-ignored) fails with the reason rather
+//! than pass. Set KSM_CONFORM_FRESH_BOOT=1 to include the boot-default check.
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,7 +13,7 @@ use ksm::{Session, Sysfs};
 use ksm_conform::env::{Env, Options};
 use ksm_conform::exec::{Verdict, execute};
 use ksm_conform::registry;
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Failed, Trial};
 
 /// One session per process; cargo test runs trials on threads of one
 /// process, nextest runs each trial in its own.
@@ -46,7 +48,7 @@ fn main() {
         .map(|check| {
             let skip = check.unmet(&env);
             let env = Arc::clone(&env);
-            Trial::ignorable_test(check.name, move || {
+            Trial::test(check.name, move || {
                 let outcome = execute(check, session()?, &env);
                 for d in &outcome.diagnostics {
                     eprintln!("# {d}");
@@ -55,8 +57,8 @@ fn main() {
                     return Err(format!("knobs not restored: {e}").into());
                 }
                 match outcome.verdict {
-                    Verdict::Pass => Ok(Completion::Completed),
-                    Verdict::Skip(reason) => Ok(Completion::ignored_with(reason)),
+                    Verdict::Pass => Ok(()),
+                    Verdict::Skip(reason) => Err(format!("cannot run here: {reason}").into()),
                     Verdict::Fail(msg) => Err(msg.into()),
                 }
             })
