@@ -250,27 +250,34 @@ pub fn mbind_to_node(addr: usize, len: usize, node: usize) -> Result<(), Errno> 
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
 
-/// The NUMA node each page at `addrs` is on (move_pages with no target).
+/// The NUMA node each page at `addrs` is on: get_mempolicy(MPOL_F_NODE |
+/// MPOL_F_ADDR), which needs only CONFIG_NUMA (move_pages may be configured
+/// out).
 pub fn page_nodes(addrs: &[usize]) -> Result<Vec<i32>, Errno> {
-    let pages: Vec<*const libc::c_void> = addrs.iter().map(|a| *a as *const libc::c_void).collect();
-    let mut status = vec![0 as libc::c_int; addrs.len()];
-    // SAFETY: both arrays have `addrs.len()` entries; nodes == NULL queries.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_pages,
-            0,
-            pages.len() as libc::c_ulong,
-            pages.as_ptr(),
-            std::ptr::null::<libc::c_int>(),
-            status.as_mut_ptr(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(status)
-    } else {
-        Err(Errno::last())
-    }
+    const MPOL_F_NODE: libc::c_ulong = 1;
+    const MPOL_F_ADDR: libc::c_ulong = 2;
+    addrs
+        .iter()
+        .map(|addr| {
+            let mut node: libc::c_int = -1;
+            // SAFETY: `node` outlives the call; no node mask is passed.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_get_mempolicy,
+                    &mut node as *mut libc::c_int,
+                    std::ptr::null_mut::<libc::c_ulong>(),
+                    0 as libc::c_ulong,
+                    *addr,
+                    MPOL_F_NODE | MPOL_F_ADDR,
+                )
+            };
+            if rc == 0 {
+                Ok(node)
+            } else {
+                Err(Errno::last())
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -288,6 +295,17 @@ mod tests {
         assert!(m.holds(2, 8) && !m.holds(2, 7));
         m.fill(0, 0);
         assert!(m.page(0).iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn page_node_of_a_touched_page() {
+        let mut m = Mapping::anon(1).unwrap();
+        m.fill(0, 1);
+        let nodes = page_nodes(&[m.addr()]).unwrap();
+        assert!(
+            crate::kernel::memory_nodes().contains(&(nodes[0] as usize)),
+            "{nodes:?}"
+        );
     }
 
     #[test]

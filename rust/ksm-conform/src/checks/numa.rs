@@ -83,7 +83,10 @@ fn pages_on_two_nodes(ctx: &mut Ctx) -> CheckResult<(Mapping, Mapping)> {
             m.fill(i, 1);
         }
         let addrs: Vec<usize> = (0..PER_NODE).map(|i| m.page_addr(i)).collect();
-        let placed = call("move_pages (query)", page_nodes(&addrs))?;
+        let placed = call(
+            "get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)",
+            page_nodes(&addrs),
+        )?;
         ensure!(
             placed.iter().all(|n| *n == node as i32),
             "pages meant for node {node} are on {placed:?}"
@@ -122,7 +125,10 @@ fn across_nodes_0(ctx: &mut Ctx) -> CheckResult {
     );
     for (m, node) in [(&a, ctx.env.memory_nodes[0]), (&b, ctx.env.memory_nodes[1])] {
         let addrs: Vec<usize> = (0..PER_NODE).map(|i| m.page_addr(i)).collect();
-        let placed = call("move_pages (query)", page_nodes(&addrs))?;
+        let placed = call(
+            "get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)",
+            page_nodes(&addrs),
+        )?;
         ensure!(
             placed.iter().all(|n| *n == node as i32),
             "KSM pages for node {node} are on {placed:?}"
