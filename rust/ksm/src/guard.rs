@@ -139,12 +139,6 @@ impl KnobGuard<'_> {
         self.journal.saved.clone()
     }
 
-    /// Put run to 2: ksmd stops and every KSM page is unmerged, leaving the
-    /// mergeable areas registered.
-    pub fn unmerge_all(&mut self) -> Result<()> {
-        self.set(Knob::Run, "2")
-    }
-
     fn save(&mut self, knob: Knob) -> Result<()> {
         let mut added = false;
         for k in std::iter::once(knob).chain(knob.clobbers().iter().copied()) {
