@@ -134,6 +134,15 @@ impl<'s> Ctx<'s> {
         self.set(Knob::Run, "1")
     }
 
+    /// Before reading global counters: nobody else may have started using
+    /// KSM since the check began.
+    pub fn sole_ksm_user(&self) -> CheckResult {
+        match crate::env::other_ksm_users() {
+            Some(reason) => Err(Fail::Skip(reason)),
+            None => Ok(()),
+        }
+    }
+
     pub fn wait_scans(&self, n: u64) -> CheckResult<u64> {
         Ok(ksm::scan::wait_full_scans(self.sysfs(), n, TIMEOUT)?)
     }

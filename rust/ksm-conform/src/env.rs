@@ -100,6 +100,7 @@ impl Env {
                 Some(format!("kernel {version} has no prctl(PR_SET_MEMORY_MERGE) (added in 6.4)"))
             }
             Req::PageFlags if !self.page_flags => Some("/proc/kpageflags is not readable".into()),
+            Req::SoleKsmUser => other_ksm_users(),
             _ => None,
         }
     }
@@ -111,4 +112,21 @@ impl Env {
             None => "?".to_string(),
         }
     }
+}
+
+/// Other processes using KSM (not this one or its children), as a skip
+/// reason: their pages would show up in the global counters.
+pub fn other_ksm_users() -> Option<String> {
+    let me = std::process::id();
+    let others: Vec<String> = ksm::procfs::ksm_users()
+        .into_iter()
+        .filter(|u| !ksm::procfs::descends_from(u.pid, me))
+        .map(|u| format!("{} ({})", u.pid, u.comm))
+        .collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "other processes use KSM and move the global counters: {}",
+            others.join(", ")
+        )
+    })
 }

@@ -26,6 +26,8 @@ pub enum Req {
     MemoryMergePrctl,
     /// /proc/kpageflags to see whether an address maps a KSM page.
     PageFlags,
+    /// No other process uses KSM: the check asserts exact global counters.
+    SoleKsmUser,
 }
 
 pub struct Check {

@@ -176,6 +176,71 @@ pub fn is_ksm_page(addr: usize) -> Result<Option<bool>> {
     Ok(Some(u64::from_ne_bytes(buf) & (1 << KPF_KSM) != 0))
 }
 
+/// A process whose memory KSM may be merging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KsmUser {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+}
+
+/// Processes with memory registered with KSM: ksm_mergeable (6.14+), or
+/// else rmap_items or merged pages in ksm_stat / ksm_merging_pages.
+pub fn ksm_users() -> Vec<KsmUser> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut users = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = KsmStat::read(Some(pid)) else {
+            continue;
+        };
+        let active = match stat.flag("ksm_mergeable") {
+            Some(m) => m,
+            None => {
+                stat.number("ksm_rmap_items").unwrap_or(0) > 0
+                    || ksm_merging_pages(Some(pid)).unwrap_or(0) > 0
+            }
+        };
+        if active {
+            let (ppid, comm) = ppid_comm(pid).unwrap_or((0, String::new()));
+            users.push(KsmUser { pid, ppid, comm });
+        }
+    }
+    users
+}
+
+/// Parent pid and command name from /proc/<pid>/stat.
+pub fn ppid_comm(pid: u32) -> Option<(u32, String)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_string();
+    let ppid = text[close + 1..].split_whitespace().nth(1)?.parse().ok()?;
+    Some((ppid, comm))
+}
+
+/// Whether `pid` is `ancestor` or descends from it.
+pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        match ppid_comm(pid) {
+            Some((ppid, _)) if ppid != 0 && ppid != pid => pid = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// A counter from /proc/vmstat (cow_ksm, ksm_swpin_copy, ...), if present.
 pub fn vmstat(name: &str) -> Result<Option<u64>> {
     let text = read(Path::new("/proc/vmstat"))?;
@@ -240,6 +305,16 @@ VmFlags: rd wr mr mw me ac
     fn smaps_vmflags(#[case] addr: usize, #[case] mergeable: Option<bool>) {
         let flags = vm_flags_in(SMAPS, addr);
         assert_eq!(flags.map(|f| f.iter().any(|f| f == "mg")), mergeable);
+    }
+
+    #[test]
+    fn this_process_and_its_parent_chain() {
+        let me = std::process::id();
+        let (ppid, comm) = ppid_comm(me).unwrap();
+        assert!(!comm.is_empty());
+        assert!(descends_from(me, me));
+        assert!(descends_from(me, ppid));
+        assert!(!descends_from(ppid, me));
     }
 
     #[rstest]

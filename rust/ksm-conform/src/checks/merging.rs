@@ -15,7 +15,7 @@ use crate::{ensure, ensure_eq};
 pub const CHECKS: &[Check] = &[
     Check {
         name: "merging/identical_pages_merge_distinct_pages_do_not",
-        requires: &[Req::Root, Req::Ksm, Req::PageFlags],
+        requires: &[Req::Root, Req::Ksm, Req::PageFlags, Req::SoleKsmUser],
         body: identical_merge_distinct_do_not,
     },
     Check {
@@ -30,17 +30,27 @@ pub const CHECKS: &[Check] = &[
     },
     Check {
         name: "merging/use_zero_pages_maps_empty_pages_to_the_zero_page",
-        requires: &[Req::Root, Req::Ksm, Req::Knob(Knob::UseZeroPages)],
+        requires: &[
+            Req::Root,
+            Req::Ksm,
+            Req::Knob(Knob::UseZeroPages),
+            Req::SoleKsmUser,
+        ],
         body: use_zero_pages,
     },
     Check {
         name: "merging/max_page_sharing_caps_sharers_per_ksm_page",
-        requires: &[Req::Root, Req::Ksm, Req::Knob(Knob::MaxPageSharing)],
+        requires: &[
+            Req::Root,
+            Req::Ksm,
+            Req::Knob(Knob::MaxPageSharing),
+            Req::SoleKsmUser,
+        ],
         body: max_page_sharing,
     },
     Check {
         name: "merging/counters_keep_their_documented_meaning",
-        requires: &[Req::Root, Req::Ksm],
+        requires: &[Req::Root, Req::Ksm, Req::SoleKsmUser],
         body: counters,
     },
     Check {
@@ -89,6 +99,7 @@ fn identical_merge_distinct_do_not(ctx: &mut Ctx) -> CheckResult {
         ksm_pages(&distinct)?.iter().all(|k| !k),
         "a distinct page became a KSM page"
     );
+    ctx.sole_ksm_user()?;
     ensure_eq!(
         ctx.read(Knob::PagesShared)?,
         1,
@@ -194,6 +205,7 @@ fn use_zero_pages(ctx: &mut Ctx) -> CheckResult {
         Ok((0..PAGES).all(|i| procfs::pagemap(m.page_addr(i)).is_ok_and(|e| e.pfn() == zero_pfn)))
     })?;
     ensure_content(&m, |_| 0)?;
+    ctx.sole_ksm_user()?;
     ensure_eq!(
         ctx.read(Knob::PagesSharing)?,
         0,
@@ -231,6 +243,7 @@ fn max_page_sharing(ctx: &mut Ctx) -> CheckResult {
     ctx.start_ksmd()?;
     ctx.wait_merging_pages(None, PAGES, 10)?;
     ctx.set(Knob::Run, "0")?; // freeze the counters
+    ctx.sole_ksm_user()?;
     let shared = ctx.read(Knob::PagesShared)?;
     let sharing = ctx.read(Knob::PagesSharing)?;
     let chains = ctx.read(Knob::StableNodeChains)?;
@@ -305,6 +318,7 @@ fn counters(ctx: &mut Ctx) -> CheckResult {
             SAME + UNIQUE
         );
     }
+    ctx.sole_ksm_user()?;
     let shared = ctx.read(Knob::PagesShared)? as i64;
     let sharing = ctx.read(Knob::PagesSharing)? as i64;
     let unshared = ctx.read(Knob::PagesUnshared)? as i64;
