@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use ksm::guard::DEFAULT_STATE_DIR;
+use ksm::guard::default_state_dir;
 use ksm::{Session, Sysfs};
 use ksm_conform::env::{Env, Options};
 use ksm_conform::exec::execute;
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         );
     }
     let sysfs = Sysfs::system();
-    let session = match Session::open(sysfs.clone(), DEFAULT_STATE_DIR) {
+    let session = match Session::open(sysfs.clone(), default_state_dir()) {
         Ok(s) => s,
         Err(e) => return die(&format!("cannot repair or lock the KSM knobs: {e}")),
     };

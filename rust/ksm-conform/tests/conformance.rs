@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use ksm::guard::DEFAULT_STATE_DIR;
+use ksm::guard::default_state_dir;
 use ksm::{Session, Sysfs};
 use ksm_conform::env::{Env, Options};
 use ksm_conform::exec::{Verdict, execute};
@@ -22,7 +22,7 @@ fn session() -> Result<&'static Session, Failed> {
     SESSION
         .get_or_init(|| {
             let session =
-                Session::open(Sysfs::system(), DEFAULT_STATE_DIR).map_err(|e| e.to_string())?;
+                Session::open(Sysfs::system(), default_state_dir()).map_err(|e| e.to_string())?;
             ksm::signals::restore_on_termination(Sysfs::system(), session.journal_path())
                 .map_err(|e| e.to_string())?;
             if session.recovered() > 0 {

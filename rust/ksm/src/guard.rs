@@ -30,7 +30,18 @@ use crate::sysfs::Sysfs;
 /// signal thread never restores in the middle of a change.
 pub(crate) static WRITE_LOCK: Mutex<()> = Mutex::new(());
 
-pub const DEFAULT_STATE_DIR: &str = "/run/ksm-conform";
+const ROOT_STATE_DIR: &str = "/run/ksm-conform";
+
+/// Where the lock and the journal live: /run/ksm-conform for root. Anyone
+/// else cannot change a knob, so a private directory in $TMPDIR does for
+/// the lock.
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from(ROOT_STATE_DIR)
+    } else {
+        std::env::temp_dir().join(format!("ksm-conform-{}", nix::unistd::geteuid()))
+    }
+}
 const JOURNAL: &str = "saved-knobs";
 const LOCK: &str = "lock";
 
