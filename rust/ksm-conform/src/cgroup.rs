@@ -45,6 +45,37 @@ impl Memcg {
         })
     }
 
+    fn root(&self) -> &Path {
+        match self {
+            Memcg::V2(r) | Memcg::V1(r) => r,
+        }
+    }
+
+    /// Remove empty groups named `<prefix><pid>` whose process is gone: what
+    /// a run killed with SIGKILL leaves. Returns their names.
+    pub fn remove_stale(&self, prefix: &str) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(self.root()) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(prefix)
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            if fs::remove_dir(entry.path()).is_ok() {
+                removed.push(name);
+            }
+        }
+        removed
+    }
+
     pub fn create(&self, name: &str) -> io::Result<Group> {
         let (root, v2) = match self {
             Memcg::V2(r) => (r, true),

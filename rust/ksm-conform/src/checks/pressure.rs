@@ -18,6 +18,7 @@ pub const CHECKS: &[Check] = &[Check {
     body: unmergeable_beyond_limit,
 }];
 
+const GROUP_PREFIX: &str = "ksm-conform-";
 /// 32 MiB of identical pages: one KSM page when merged.
 const PAGES: usize = 8192;
 /// Head room above the merged usage: far less than unmerging needs.
@@ -31,7 +32,10 @@ fn unmergeable_beyond_limit(ctx: &mut Ctx) -> CheckResult {
     for i in 0..16 {
         canary.fill(i, 7);
     }
-    let mut group = memcg.create(&format!("ksm-conform-{}", std::process::id()))?;
+    for stale in memcg.remove_stale(GROUP_PREFIX) {
+        ctx.note(format!("removed cgroup {stale} left by an interrupted run"));
+    }
+    let mut group = memcg.create(&format!("{GROUP_PREFIX}{}", std::process::id()))?;
     let mut child = Child::spawn(|chan| {
         chan.recv()?; // moved into the cgroup
         let m = mergeable(PAGES, 1).map_err(|e| e.to_string())?;
