@@ -1,0 +1,248 @@
+//! The per-process interface: prctl(PR_SET_MEMORY_MERGE) ("The KSM profit
+//! inner a single process"), /proc/<pid>/ksm_stat and ksm_merging_pages.
+
+use ksm::kernel::Version;
+use ksm::mem::{
+    PR_GET_MEMORY_MERGE, PR_SET_MEMORY_MERGE, get_memory_merge, prctl, set_memory_merge,
+};
+use ksm::procfs::{self, KsmStat, is_mergeable};
+use ksm::{Advice, Mapping, Sysfs};
+use nix::errno::Errno;
+
+use super::mergeable;
+use crate::child::{Child, in_child};
+use crate::ctx::{CheckResult, Ctx, TIMEOUT};
+use crate::registry::{Check, Req};
+use crate::{ensure, ensure_eq, helper};
+
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "process/prctl_memory_merge_set_and_get",
+        requires: &[Req::Ksm, Req::MemoryMergePrctl],
+        body: prctl_set_get,
+    },
+    Check {
+        name: "process/prctl_memory_merge_inherited_by_fork_and_exec",
+        requires: &[Req::Root, Req::Ksm, Req::MemoryMergePrctl, Req::PageFlags],
+        body: prctl_inherited,
+    },
+    Check {
+        name: "process/ksm_stat_has_the_fields_of_this_kernel",
+        requires: &[Req::Ksm],
+        body: ksm_stat_fields,
+    },
+    Check {
+        name: "process/ksm_merging_pages_of_another_process",
+        requires: &[Req::Root, Req::Ksm],
+        body: merging_pages_of_another_process,
+    },
+    Check {
+        name: "process/prctl_einval_without_ksm",
+        requires: &[Req::NoKsm],
+        body: prctl_without_ksm,
+    },
+];
+
+fn errno<T>(r: Result<T, Errno>) -> String {
+    r.map_or_else(|e| format!("{e:?}"), |_| "ok".into())
+}
+
+/// PR_SET_MEMORY_MERGE=1 makes every compatible VMA mergeable, now and
+/// later; 0 undoes it; PR_GET_MEMORY_MERGE reports it; unused arguments
+/// must be 0 (kernel/sys.c).
+fn prctl_set_get(_: &mut Ctx) -> CheckResult {
+    in_child(|| {
+        let before = Mapping::anon(2).map_err(|e| e.to_string())?;
+        let mg = |m: &Mapping| is_mergeable(m.addr()).map_err(|e| e.to_string());
+        let merge_any = || {
+            KsmStat::read(None)
+                .map(|s| s.flag("ksm_merge_any"))
+                .map_err(|e| e.to_string())
+        };
+        if get_memory_merge() != Ok(false) {
+            return Err(format!(
+                "PR_GET_MEMORY_MERGE in a fresh child: {:?}",
+                get_memory_merge()
+            ));
+        }
+        set_memory_merge(true).map_err(|e| format!("PR_SET_MEMORY_MERGE 1: {e}"))?;
+        if get_memory_merge() != Ok(true) {
+            return Err(format!(
+                "PR_GET_MEMORY_MERGE after set: {:?}",
+                get_memory_merge()
+            ));
+        }
+        let after = Mapping::anon(2).map_err(|e| e.to_string())?;
+        if !mg(&before)? || !mg(&after)? {
+            return Err("PR_SET_MEMORY_MERGE 1 left a mapping without mg".into());
+        }
+        if merge_any()? == Some(false) {
+            return Err("ksm_stat says ksm_merge_any: no after PR_SET_MEMORY_MERGE 1".into());
+        }
+        set_memory_merge(false).map_err(|e| format!("PR_SET_MEMORY_MERGE 0: {e}"))?;
+        if get_memory_merge() != Ok(false) || mg(&before)? || mg(&after)? {
+            return Err("PR_SET_MEMORY_MERGE 0 did not undo the merging".into());
+        }
+        let bad_set = prctl(PR_SET_MEMORY_MERGE, [1, 1, 0, 0]);
+        let bad_get = prctl(PR_GET_MEMORY_MERGE, [1, 0, 0, 0]);
+        if bad_set != Err(Errno::EINVAL) || bad_get != Err(Errno::EINVAL) {
+            return Err(format!(
+                "non-zero unused arguments: set {}, get {} (expected EINVAL)",
+                errno(bad_set),
+                errno(bad_get)
+            ));
+        }
+        Ok(String::new())
+    })?;
+    Ok(())
+}
+
+/// MMF_VM_MERGE_ANY is inherited by fork and kept across execve, and the
+/// child's new memory merges with no madvise at all. (All of the child's
+/// anonymous memory is mergeable then, so its ksm_merging_pages counts more
+/// than our pages: kpageflags tells whether ours merged.)
+fn prctl_inherited(ctx: &mut Ctx) -> CheckResult {
+    const PAGES: u64 = 8;
+    ctx.clean_slate()?;
+    ctx.start_ksmd()?;
+    in_child(|| {
+        set_memory_merge(true).map_err(|e| format!("PR_SET_MEMORY_MERGE: {e}"))?;
+        let exec_view = helper::run("get-memory-merge").map_err(|e| e.to_string())?;
+        if exec_view != "1" {
+            return Err(format!("PR_GET_MEMORY_MERGE after execve: {exec_view}"));
+        }
+        in_child(|| {
+            if get_memory_merge() != Ok(true) {
+                return Err(format!(
+                    "PR_GET_MEMORY_MERGE in the forked child: {:?}",
+                    get_memory_merge()
+                ));
+            }
+            let mut m = Mapping::anon(PAGES as usize).map_err(|e| e.to_string())?;
+            for i in 0..PAGES as usize {
+                m.fill(i, 1);
+            }
+            ksm::scan::wait_within_scans(
+                &Sysfs::system(),
+                "child pages merged",
+                5,
+                TIMEOUT,
+                || {
+                    for i in 0..PAGES as usize {
+                        if procfs::is_ksm_page(m.page_addr(i))? != Some(true) {
+                            return Ok(false);
+                        }
+                    }
+                    Ok(procfs::ksm_merging_pages(None)? >= PAGES)
+                },
+            )
+            .map_err(|e| format!("forked child without madvise: {e}"))?;
+            Ok(String::new())
+        })
+        .map_err(|e| e.to_string())
+    })?;
+    Ok(())
+}
+
+/// Which ksm_stat fields each kernel has (fs/proc/base.c).
+pub const KSM_STAT_FIELDS: &[(&str, Version)] = &[
+    ("ksm_rmap_items", Version::new(6, 1)),
+    ("ksm_merging_pages", Version::new(6, 4)),
+    ("ksm_process_profit", Version::new(6, 4)),
+    ("ksm_zero_pages", Version::new(6, 5)),
+    ("ksm_merge_any", Version::new(6, 14)),
+    ("ksm_mergeable", Version::new(6, 14)),
+];
+
+fn ksm_stat_fields(ctx: &mut Ctx) -> CheckResult {
+    let Some(version) = ctx.env.version else {
+        return Err(crate::Fail::Skip(format!(
+            "cannot parse kernel release {:?}",
+            ctx.env.release
+        )));
+    };
+    let expected: Vec<&str> = KSM_STAT_FIELDS
+        .iter()
+        .filter(|(_, since)| *since <= version)
+        .map(|(f, _)| *f)
+        .collect();
+    let report = in_child(move || {
+        let stat = KsmStat::read(None).map_err(|e| e.to_string())?;
+        let fields = stat.fields();
+        let missing: Vec<_> = expected.iter().filter(|f| !fields.contains(f)).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "/proc/self/ksm_stat lacks {missing:?} (has {fields:?})"
+            ));
+        }
+        if stat.flag("ksm_mergeable") == Some(true) {
+            return Err("ksm_mergeable: yes before any madvise".into());
+        }
+        let m = Mapping::anon(2).map_err(|e| e.to_string())?;
+        m.advise(Advice::Mergeable)
+            .map_err(|e| format!("madvise: {e}"))?;
+        let stat = KsmStat::read(None).map_err(|e| e.to_string())?;
+        if stat.flag("ksm_mergeable") == Some(false) {
+            return Err("ksm_mergeable: no with a MADV_MERGEABLE area".into());
+        }
+        let file = procfs::ksm_merging_pages(None).map_err(|e| e.to_string())?;
+        if let Some(n) = stat.number("ksm_merging_pages") {
+            if n != file as i64 {
+                return Err(format!(
+                    "ksm_stat ksm_merging_pages {n} != ksm_merging_pages file {file}"
+                ));
+            }
+        }
+        Ok(format!("{fields:?}"))
+    })?;
+    ctx.note(format!("ksm_stat fields: {report}"));
+    Ok(())
+}
+
+/// /proc/<pid>/ksm_merging_pages and ksm_stat describe that pid's mm.
+fn merging_pages_of_another_process(ctx: &mut Ctx) -> CheckResult {
+    const PAGES: u64 = 8;
+    ctx.clean_slate()?;
+    let mut child = Child::spawn(|chan| {
+        let _m = mergeable(PAGES as usize, 1).map_err(|e| e.to_string())?;
+        chan.send("ready");
+        chan.recv()?;
+        Ok(String::new())
+    })?;
+    ensure_eq!(child.recv()?, Some("ready".to_string()), "child");
+    ctx.start_ksmd()?;
+    ctx.wait_merging_pages(Some(child.pid()), PAGES, 5)?;
+    if let Some(n) = KsmStat::read(Some(child.pid()))?.number("ksm_merging_pages") {
+        ensure_eq!(
+            n,
+            PAGES as i64,
+            "ksm_merging_pages in /proc/{}/ksm_stat",
+            child.pid()
+        );
+    }
+    ensure_eq!(
+        procfs::ksm_merging_pages(None)?,
+        0,
+        "our own ksm_merging_pages"
+    );
+    child.send("done")?;
+    child.expect_ok()?;
+    Ok(())
+}
+
+/// kernel/sys.c only knows the KSM prctls with CONFIG_KSM.
+fn prctl_without_ksm(_: &mut Ctx) -> CheckResult {
+    ensure_eq!(
+        get_memory_merge(),
+        Err(Errno::EINVAL),
+        "PR_GET_MEMORY_MERGE without KSM"
+    );
+    let r = in_child(|| match set_memory_merge(true) {
+        Err(Errno::EINVAL) => Ok(String::new()),
+        other => Err(format!(
+            "PR_SET_MEMORY_MERGE 1 without KSM: {other:?}, expected EINVAL"
+        )),
+    });
+    ensure!(r.is_ok(), "{}", r.unwrap_err());
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! How ksmd picks what to scan: smart_scan ("pages that have previously
+//! not been de-duplicated get skipped", counted in pages_skipped) and the
+//! scan-time advisor ("changes the pages_to_scan parameter based on the
+//! observed scan times").
+
+use ksm::{Advice, Knob, Mapping};
+
+use crate::ctx::{CheckResult, Ctx, call};
+use crate::registry::{Check, Req};
+use crate::{ensure, ensure_eq};
+
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "scan/smart_scan_skips_pages_that_never_merge",
+        requires: &[
+            Req::Root,
+            Req::Ksm,
+            Req::Knob(Knob::SmartScan),
+            Req::Knob(Knob::PagesSkipped),
+        ],
+        body: smart_scan,
+    },
+    Check {
+        name: "scan/scan_time_advisor_tunes_pages_to_scan",
+        requires: &[Req::Root, Req::Ksm, Req::Knob(Knob::AdvisorMode)],
+        body: scan_time_advisor,
+    },
+];
+
+fn unique_pages(pages: usize) -> CheckResult<Mapping> {
+    let mut m = Mapping::anon(pages)?;
+    for i in 0..pages {
+        m.fill(i, 10_000 + i as u64);
+    }
+    call("madvise(MADV_MERGEABLE)", m.advise(Advice::Mergeable))?;
+    Ok(m)
+}
+
+fn smart_scan(ctx: &mut Ctx) -> CheckResult {
+    const SCANS: u64 = 8;
+    ctx.clean_slate()?;
+    let _m = unique_pages(64)?;
+    ctx.set(Knob::SmartScan, "1")?;
+    ctx.start_ksmd()?;
+    let before = ctx.read(Knob::PagesSkipped)?;
+    ctx.wait_scans(SCANS)?;
+    let with = ctx.read(Knob::PagesSkipped)? - before;
+    ctx.set(Knob::SmartScan, "0")?;
+    ctx.wait_scans(1)?; // let a scan that started with smart_scan=1 finish
+    let before = ctx.read(Knob::PagesSkipped)?;
+    ctx.wait_scans(SCANS)?;
+    let without = ctx.read(Knob::PagesSkipped)? - before;
+    ctx.note(format!(
+        "pages_skipped over {SCANS} scans: {with} with smart_scan=1, {without} with 0"
+    ));
+    ensure!(
+        with > 0,
+        "smart_scan=1 skipped nothing in {SCANS} scans of unchanging unique pages"
+    );
+    ensure_eq!(without, 0, "pages skipped with smart_scan=0");
+    Ok(())
+}
+
+/// Switching to scan-time starts pages_to_scan at advisor_min_pages_to_scan
+/// ("The initial value and the maximum value can be changed with
+/// advisor_min_pages_to_scan and advisor_max_pages_to_scan"); after each
+/// scan the advisor recomputes it, never above advisor_max_pages_to_scan.
+fn scan_time_advisor(ctx: &mut Ctx) -> CheckResult {
+    const MIN: u64 = 200;
+    const MAX: u64 = 4000;
+    ctx.clean_slate()?;
+    ctx.set(Knob::AdvisorMode, "none")?;
+    ctx.set(Knob::AdvisorMinPagesToScan, &MIN.to_string())?;
+    ctx.set(Knob::AdvisorMaxPagesToScan, &MAX.to_string())?;
+    ctx.set(Knob::SleepMillisecs, "10")?;
+    let _m = unique_pages(64)?;
+    ctx.set(Knob::AdvisorMode, "scan-time")?;
+    ensure_eq!(
+        ctx.read(Knob::PagesToScan)?,
+        MIN,
+        "pages_to_scan right after switching to scan-time"
+    );
+    ctx.set(Knob::Run, "1")?;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        ctx.wait_scans(1)?;
+        let p = ctx.read(Knob::PagesToScan)?;
+        ensure!(
+            p <= MAX,
+            "pages_to_scan {p} above advisor_max_pages_to_scan {MAX}"
+        );
+        seen.push(p);
+    }
+    ctx.note(format!("pages_to_scan after each scan: {seen:?}"));
+    ensure!(
+        seen.iter().any(|p| *p != MIN),
+        "the advisor never changed pages_to_scan from {MIN}"
+    );
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Helpers that need a brand-new mm, which only execve gives: a forked
+//! child shares its parent's KSM registration (ksm_fork), an exec'd program
+//! does not. Both front ends call [`dispatch`] first thing in main, and a
+//! check runs a helper as a re-exec of the current binary.
+
+use std::process::Command;
+
+use crate::ctx::{CheckResult, Fail};
+
+const VAR: &str = "KSM_CONFORM_HELPER";
+
+/// If this process was started as a helper, run it and exit.
+pub fn dispatch() {
+    let Ok(name) = std::env::var(VAR) else {
+        return;
+    };
+    let result = match name.as_str() {
+        "madvise-with-failing-slab" => crate::checks::madvise::helper_madvise_with_failing_slab(),
+        "get-memory-merge" => ksm::mem::get_memory_merge()
+            .map(|on| format!("{}", on as u8))
+            .map_err(|e| format!("PR_GET_MEMORY_MERGE: {e}")),
+        _ => Err(format!("unknown helper {name:?}")),
+    };
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            println!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Run helper `name` as a fresh exec of this binary; returns its output
+/// line, or fails with it.
+pub fn run(name: &str) -> CheckResult<String> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(&exe)
+        .env(VAR, name)
+        .env_remove("RUST_BACKTRACE")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(Fail::Failed(format!(
+            "helper {name} ({}) {}: {text} {}",
+            exe.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}

@@ -1,0 +1,200 @@
+//! Output of the ksm-conform binary: kselftest-style TAP on stdout and a
+//! JSON report written atomically (temporary file, then rename).
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::env::Env;
+use crate::exec::{Outcome, Verdict};
+use crate::registry::Check;
+
+pub struct Tap<W: Write> {
+    out: W,
+    n: usize,
+}
+
+impl<W: Write> Tap<W> {
+    pub fn start(mut out: W, total: usize) -> Self {
+        let _ = writeln!(out, "TAP version 13");
+        let _ = writeln!(out, "1..{total}");
+        Tap { out, n: 0 }
+    }
+
+    pub fn diag(&mut self, line: &str) {
+        for l in line.lines() {
+            let _ = writeln!(self.out, "# {l}");
+        }
+        let _ = self.out.flush();
+    }
+
+    pub fn result(&mut self, name: &str, outcome: &Outcome) {
+        self.n += 1;
+        for d in &outcome.diagnostics {
+            self.diag(d);
+        }
+        let _ = match &outcome.verdict {
+            Verdict::Pass => writeln!(self.out, "ok {} {name}", self.n),
+            Verdict::Skip(reason) => writeln!(self.out, "ok {} {name} # SKIP {reason}", self.n),
+            Verdict::Fail(msg) => {
+                let _ = writeln!(self.out, "not ok {} {name}", self.n);
+                self.diag(msg);
+                Ok(())
+            }
+        };
+        let _ = self.out.flush();
+    }
+
+    /// The closing line: exactly "N passed, N failed, N skipped".
+    pub fn totals(&mut self, t: &Totals) {
+        let _ = writeln!(
+            self.out,
+            "{} passed, {} failed, {} skipped",
+            t.passed, t.failed, t.skipped
+        );
+        let _ = self.out.flush();
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Totals {
+    pub fn add(&mut self, v: &Verdict) {
+        match v {
+            Verdict::Pass => self.passed += 1,
+            Verdict::Fail(_) => self.failed += 1,
+            Verdict::Skip(_) => self.skipped += 1,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub kernel_release: String,
+    pub machine: String,
+    pub config_source: Option<String>,
+    pub config: std::collections::BTreeMap<String, String>,
+    pub numa_nodes: usize,
+    pub swap_free_kib: u64,
+    pub fresh_boot: bool,
+    pub without_ksm: bool,
+    pub tests: Vec<TestReport>,
+    pub totals: Totals,
+    pub duration_ms: u128,
+}
+
+#[derive(Serialize)]
+pub struct TestReport {
+    pub name: String,
+    pub group: String,
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub diagnostics: Vec<String>,
+    pub duration_ms: u128,
+}
+
+/// The config options the report records.
+const CONFIG_FACTS: &[&str] = &[
+    "CONFIG_KSM",
+    "CONFIG_NUMA",
+    "CONFIG_SWAP",
+    "CONFIG_MEMCG",
+    "CONFIG_TRANSPARENT_HUGEPAGE",
+    "CONFIG_FAULT_INJECTION",
+    "CONFIG_FAILSLAB",
+    "CONFIG_PROC_PAGE_MONITOR",
+];
+
+impl Report {
+    pub fn new(env: &Env, without_ksm: bool) -> Report {
+        Report {
+            kernel_release: env.release.clone(),
+            machine: env.machine.clone(),
+            config_source: env.config.as_ref().map(|c| c.source.clone()),
+            config: CONFIG_FACTS
+                .iter()
+                .map(|o| (o.to_string(), env.config_value(o)))
+                .collect(),
+            numa_nodes: env.memory_nodes.len(),
+            swap_free_kib: env.swap_free_kib,
+            fresh_boot: env.options.fresh_boot,
+            without_ksm,
+            tests: Vec::new(),
+            totals: Totals::default(),
+            duration_ms: 0,
+        }
+    }
+
+    pub fn add(&mut self, check: &Check, outcome: &Outcome) {
+        let (result, skip_reason, failure) = match &outcome.verdict {
+            Verdict::Pass => ("pass", None, None),
+            Verdict::Skip(r) => ("skip", Some(r.clone()), None),
+            Verdict::Fail(m) => ("fail", None, Some(m.clone())),
+        };
+        self.totals.add(&outcome.verdict);
+        self.tests.push(TestReport {
+            name: check.name.to_string(),
+            group: check.group().to_string(),
+            result,
+            skip_reason,
+            failure,
+            diagnostics: outcome.diagnostics.clone(),
+            duration_ms: outcome.duration.as_millis(),
+        });
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        let tmp = path.with_file_name(name);
+        let mut file = std::fs::File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut file, self)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn outcome(verdict: Verdict) -> Outcome {
+        Outcome {
+            verdict,
+            diagnostics: vec!["a note".into()],
+            duration: Duration::from_millis(3),
+            restore_error: None,
+        }
+    }
+
+    #[test]
+    fn tap_lines() {
+        let mut buf = Vec::new();
+        let mut tap = Tap::start(&mut buf, 3);
+        tap.result("g/a", &outcome(Verdict::Pass));
+        tap.result("g/b", &outcome(Verdict::Skip("no swap".into())));
+        tap.result("g/c", &outcome(Verdict::Fail("got 1\nexpected 2".into())));
+        tap.totals(&Totals {
+            passed: 1,
+            failed: 1,
+            skipped: 1,
+        });
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text,
+            "TAP version 13\n1..3\n# a note\nok 1 g/a\n# a note\nok 2 g/b # SKIP no swap\n\
+             # a note\nnot ok 3 g/c\n# got 1\n# expected 2\n1 passed, 1 failed, 1 skipped\n"
+        );
+    }
+}
