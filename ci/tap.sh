@@ -46,14 +46,28 @@ kunit_suites() {
 	grep -rhoE 'kunit_tests\([a-z0-9_]+\)' "$1/mm/ksm" 2>/dev/null | sed -E 's/.*\((.*)\)/\1/' | sort -u
 }
 
-# nextest_tap: nextest's per-test status lines (--status-level all) as TAP.
+# nextest_tap [REASONS]: nextest's per-test status lines (--status-level all)
+# as TAP. nextest cannot say why a test was skipped; REASONS, a TAP file of
+# the same checks from ksm-conform itself, gives the reason of each skip.
 nextest_tap() {
-	sed -E 's/\x1b\[[0-9;]*m//g' | awk '
-		match($0, /^ *(PASS|FAIL|SKIP|SIGSEGV|SIGABRT|SIGKILL|TIMEOUT|LEAK|LEAK-FAIL|ABORT|TRY [0-9]+ FAIL) +\[[^]]*\] +/) {
+	sed -E 's/\x1b\[[0-9;]*m//g' | awk -v reasons="${1:-/dev/null}" '
+		BEGIN {
+			while ((getline line < reasons) > 0)
+				if (match(line, /^ok [0-9]+ [^ ]+ # SKIP /)) {
+					name = line; sub(/^ok [0-9]+ /, "", name); sub(/ .*/, "", name)
+					why[name] = substr(line, RLENGTH + 1)
+				}
+		}
+		match($0, /^ *(PASS|FAIL|SKIP|SIGSEGV|SIGABRT|SIGKILL|TIMEOUT|LEAK|LEAK-FAIL|ABORT|TRY [0-9]+ FAIL) +\[[^]]*\] +(\([^)]*\) +)?/) {
 			status = $0; sub(/^ */, "", status); sub(/ .*/, "", status)
 			name = substr($0, RLENGTH + 1)
+			check = name; sub(/.* /, "", check)
 			if (status == "PASS" || status == "LEAK") print "ok - nextest " name
-			else if (status == "SKIP") print "ok - nextest " name " # SKIP ignored by the test harness"
+			else if (status == "SKIP") {
+				reason = (check in why) ? why[check] : "ignored"
+				if (check ~ /without_ksm$/) reason = "checks a kernel built without KSM (ksm-conform --without-ksm)"
+				print "ok - nextest " name " # SKIP " reason
+			}
 			else print "not ok - nextest " name " # " status
 		}'
 }
