@@ -45,6 +45,7 @@ STOCK_TREE=$KSMRS_CACHE/stock/src    # a worktree of $BASE_TAG
 variant_out() {
 	case "$1" in
 		stock) echo "$KSMRS_CACHE/stock/out-stock" ;;
+		nokunit) echo "$KSMRS_CACHE/linux/out-nokunit" ;;
 		*) echo "$KSMRS_CACHE/linux/out-$1" ;;
 	esac
 }

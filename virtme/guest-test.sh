@@ -30,15 +30,25 @@ if [ -n "$selftests" ]; then
 	echo "guest: ksm_functional_tests"
 	./ksm_functional_tests 2>&1 | tee "$res/ksm_functional_tests.tap"
 	# The ksm_tests variants that run_vmtests.sh runs (-t ksm, ksm_numa).
+	# ksm_tests -N expects a page to merge within two full scans of its
+	# twin, but smart_scan (on by default since 6.7) skips a page that
+	# waited unmerged for a few scans: about one -N -m 1 run in three fails
+	# on stock 7.3 (10 of 30 runs, and 9 of 30 on the patched kernel; 0 of
+	# 30 with smart_scan=0). So -N runs with smart_scan off.
+	smart_scan=$(cat /sys/kernel/mm/ksm/smart_scan 2>/dev/null)
 	n=0
 	: > "$res/selftests.tap"
 	for args in "-H -s 100" "-P -s 100" "-M -p 10" "-U" "-Z -p 10 -z 0" \
 		"-Z -p 10 -z 1" "-N -m 1" "-N -m 0"; do
 		n=$((n + 1))
 		echo "guest: ksm_tests $args"
+		case "$args" in
+			-N*) [ -n "$smart_scan" ] && echo 0 > /sys/kernel/mm/ksm/smart_scan ;;
+		esac
 		# shellcheck disable=SC2086 # the options are words
 		./ksm_tests $args > "$res/ksm_tests.$n.log" 2>&1
 		rc=$?
+		[ -n "$smart_scan" ] && echo "$smart_scan" > /sys/kernel/mm/ksm/smart_scan
 		cat "$res/ksm_tests.$n.log"
 		case $rc in
 			0) echo "ok $n ksm_tests $args" ;;
