@@ -22,7 +22,11 @@ fn cell(text: &str) -> String {
 
 /// The first lines of a failure message, on one line.
 fn short(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).take(3).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .collect();
     let mut s = lines.join(" / ");
     if text.lines().filter(|l| !l.trim().is_empty()).count() > 3 {
         s.push_str(" / ...");
@@ -108,7 +112,12 @@ fn status_word(s: Status) -> &'static str {
 
 /// The columns' names joined, in column order.
 fn names(columns: &[&Column]) -> String {
-    list(&columns.iter().map(|c| c.kernel.as_str()).collect::<Vec<_>>())
+    list(
+        &columns
+            .iter()
+            .map(|c| c.kernel.as_str())
+            .collect::<Vec<_>>(),
+    )
 }
 
 pub fn render(columns: &[Column], options: &Options) -> String {
@@ -208,7 +217,10 @@ fn kernels(md: &mut String, columns: &[Column]) {
         let _ = writeln!(md, "- {}: {how}", names(&cs));
     }
     let _ = writeln!(md);
-    let splats: Vec<&Column> = columns.iter().filter(|c| c.console_splat.is_some()).collect();
+    let splats: Vec<&Column> = columns
+        .iter()
+        .filter(|c| c.console_splat.is_some())
+        .collect();
     if !splats.is_empty() {
         let _ = writeln!(md, "Kernel warnings in the guest console:\n");
         for c in splats {
@@ -284,7 +296,12 @@ fn results(md: &mut String, columns: &[Column]) -> FailureLabels {
     if !failures.is_empty() {
         let _ = writeln!(md, "Failures:\n");
         for (i, (kernel, name, msg)) in failures.iter().enumerate() {
-            let _ = writeln!(md, "- F{}: {kernel}, `{name}`: {}", i + 1, cell(&short(msg)));
+            let _ = writeln!(
+                md,
+                "- F{}: {kernel}, `{name}`: {}",
+                i + 1,
+                cell(&short(msg))
+            );
         }
         let _ = writeln!(md);
     }
@@ -406,7 +423,10 @@ fn differences(md: &mut String, columns: &[Column], failures: &FailureLabels) {
                 "- absent on {}, present on {}: {}",
                 names(absent),
                 names(&present),
-                fs.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                fs.iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let _ = writeln!(md);
@@ -597,7 +617,8 @@ fn pair(md: &mut String, columns: &[Column], a: &str, b: &str) {
     for f in files {
         let (va, vb) = (ca.sysfs.get(f), cb.sysfs.get(f));
         if va != vb {
-            let show = |v: Option<&String>| v.map_or("absent".to_string(), |v| format!("`{}`", cell(v)));
+            let show =
+                |v: Option<&String>| v.map_or("absent".to_string(), |v| format!("`{}`", cell(v)));
             diffs.push(format!(
                 "- sysfs `{f}` at boot: {a} {}; {b} {}",
                 show(va),
