@@ -14,6 +14,7 @@
 //! started=2026-11-27T20:30:00Z      when the column started
 //! fetch_seconds=3                   download, unpack or build
 //! run_seconds=95                    boot and run
+//! wait_seconds=0                    waiting for another QEMU to finish first
 //! console_splat=WARNING: ...        first kernel warning in the console
 //! sysfs.<file>=<value>              /sys/kernel/mm/ksm/<file> before the suite ran
 //! ```
@@ -70,6 +71,7 @@ pub struct Column {
     pub started: String,
     pub fetch_seconds: Option<u64>,
     pub run_seconds: Option<u64>,
+    pub wait_seconds: Option<u64>,
     pub console_splat: Option<String>,
     /// /sys/kernel/mm/ksm before the suite ran, file name to value.
     pub sysfs: BTreeMap<String, String>,
@@ -158,6 +160,7 @@ impl RunFile {
                 started: get("started"),
                 fetch_seconds: seconds("fetch_seconds")?,
                 run_seconds: seconds("run_seconds")?,
+                wait_seconds: seconds("wait_seconds")?,
                 console_splat: fields.get("console_splat").cloned(),
                 sysfs,
                 outcome,

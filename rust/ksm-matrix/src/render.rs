@@ -203,6 +203,22 @@ fn kernels(md: &mut String, columns: &[Column]) {
          build when it was missing; \"boot + run\" the guest from start to exit, or the \
          native run. Sum over the columns: {total} s.\n"
     );
+    let waits: Vec<String> = columns
+        .iter()
+        .filter_map(|c| {
+            c.wait_seconds
+                .filter(|&w| w > 0)
+                .map(|w| format!("{} {w} s", c.kernel))
+        })
+        .collect();
+    if !waits.is_empty() {
+        let _ = writeln!(
+            md,
+            "Not counted above: waiting for another QEMU on the machine to finish first \
+             ({}).\n",
+            waits.join(", ")
+        );
+    }
     // How the columns ran, grouped.
     let mut hows: Vec<(&str, Vec<&Column>)> = Vec::new();
     for c in columns {

@@ -59,8 +59,9 @@ fn ran(kernel: &str, release: &str, sysfs: &str, tests: &[(&str, &str, &str, &[&
     column(
         &format!(
             "kernel={kernel}\nstatus=ok\nreport={kernel}.json\ntitle=T {kernel}\n\
-             how=guest\nstarted=2026-11-27T20:0{}:00Z\nfetch_seconds=2\nrun_seconds=60\n{sysfs}",
-            kernel.len() % 10
+             how=guest\nstarted=2026-11-27T20:0{}:00Z\nfetch_seconds=2\nrun_seconds=60\nwait_seconds={}\n{sysfs}",
+            kernel.len() % 10,
+            if kernel == "new" { 30 } else { 0 }
         ),
         Some(report(release, true, tests)),
     )
@@ -133,6 +134,7 @@ fn sample() -> Vec<Column> {
 #[case("runs started between 2026-11-27T20:03:00Z and 2026-11-27T20:07:00Z")]
 #[case("Sum over the columns: 186 s.")]
 #[case("- broken: guest did not finish within 900s")]
+#[case("waiting for another QEMU on the machine to finish first (new 30 s).")]
 // sysfs at boot, absent files, and the differences they make.
 #[case("| smart_scan | absent | 1 | 1 | — |")]
 #[case("- absent on old, present on new and patched: `smart_scan`")]
