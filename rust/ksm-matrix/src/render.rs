@@ -251,6 +251,9 @@ fn kernels(md: &mut String, columns: &[Column]) {
     }
 }
 
+/// Results of one check grouped: what it did, on which columns.
+type Groups<'a> = Vec<(String, Vec<&'a Column>)>;
+
 /// A failure's label per (column, check), for the differences section.
 type FailureLabels = BTreeMap<(String, String), String>;
 
@@ -479,59 +482,127 @@ fn differences(md: &mut String, columns: &[Column], failures: &FailureLabels) {
         let _ = writeln!(md);
     }
 
-    // Check results and observations.
+    // Check results: among the freshly booted guests, which share one
+    // setup, a different result is the kernel's doing. Checks with the same
+    // pattern of results are listed together.
     let ran: Vec<&Column> = columns.iter().filter(|c| c.report().is_some()).collect();
-    let mut results_said = false;
-    let mut observations: Vec<String> = Vec::new();
-    for (name, _) in check_rows(columns) {
-        let here: Vec<(&Column, &TestReport)> = ran
-            .iter()
-            .filter_map(|c| test(c, &name).map(|t| (*c, t)))
-            .collect();
-        // Result, with the skip reason: a skip for another reason is a difference.
-        let mut groups: Vec<(String, Vec<&Column>)> = Vec::new();
-        for (c, t) in &here {
-            let what = match t.result {
-                Status::Skip => format!(
-                    "skip ({})",
-                    t.skip_reason.as_deref().unwrap_or("no reason given")
-                ),
-                Status::Fail => format!(
-                    "fail ({})",
-                    failures
-                        .get(&(c.kernel.clone(), name.clone()))
-                        .map_or("", String::as_str)
-                ),
-                s => status_word(s).to_string(),
-            };
-            match groups.iter_mut().find(|(g, _)| *g == what) {
-                Some((_, cs)) => cs.push(c),
-                None => groups.push((what, vec![c])),
+    let guests: Vec<&Column> = ran.iter().copied().filter(|c| fresh(c)).collect();
+    let others: Vec<&Column> = ran.iter().copied().filter(|c| !fresh(c)).collect();
+    let rows = check_rows(columns);
+    let what = |t: &TestReport| match t.result {
+        Status::Skip => format!(
+            "skip ({})",
+            t.skip_reason.as_deref().unwrap_or("no reason given")
+        ),
+        s => status_word(s).to_string(),
+    };
+    let mut patterns: Vec<(Groups, Vec<String>)> = Vec::new();
+    for (name, _) in &rows {
+        let mut groups: Groups = Vec::new();
+        for c in &guests {
+            if let Some(t) = test(c, name) {
+                let w = what(t);
+                match groups.iter_mut().find(|(g, _)| *g == w) {
+                    Some((_, cs)) => cs.push(c),
+                    None => groups.push((w, vec![c])),
+                }
             }
         }
-        // Merge the fail labels into one group per status for the summary.
-        let distinct: BTreeSet<String> = here
+        if groups.len() < 2 {
+            continue;
+        }
+        let labels: Vec<&str> = guests
             .iter()
-            .map(|(_, t)| match t.result {
-                Status::Skip => format!("skip {}", t.skip_reason.as_deref().unwrap_or("")),
-                s => status_word(s).to_string(),
-            })
+            .filter_map(|c| failures.get(&(c.kernel.clone(), name.clone())))
+            .map(String::as_str)
             .collect();
-        if distinct.len() > 1 {
-            if !results_said {
-                let _ = writeln!(md, "Checks whose result differs:\n");
-                results_said = true;
-                said = true;
-            }
+        let entry = if labels.is_empty() {
+            format!("`{name}`")
+        } else {
+            format!("`{name}` ({})", labels.join(", "))
+        };
+        let same = |a: &Groups| {
+            a.len() == groups.len()
+                && a.iter().zip(&groups).all(|((wa, ca), (wb, cb))| {
+                    wa == wb
+                        && ca
+                            .iter()
+                            .map(|c| &c.kernel)
+                            .eq(cb.iter().map(|c| &c.kernel))
+                })
+        };
+        match patterns.iter_mut().find(|(p, _)| same(p)) {
+            Some((_, checks)) => checks.push(entry),
+            None => patterns.push((groups, vec![entry])),
+        }
+    }
+    if !patterns.is_empty() {
+        said = true;
+        let _ = writeln!(
+            md,
+            "Checks whose result differs between the freshly booted guests ({}):\n",
+            names(&guests)
+        );
+        for (groups, checks) in &patterns {
             let parts: Vec<String> = groups
                 .iter()
-                .map(|(what, cs)| format!("{} on {}", cell(what), names(cs)))
+                .map(|(w, cs)| format!("{} on {}", cell(w), names(cs)))
                 .collect();
-            let _ = writeln!(md, "- `{name}`: {}", parts.join("; "));
+            let _ = writeln!(md, "- {}: {}", parts.join("; "), checks.join(", "));
         }
-        // What checks that ran saw, where it differs in more than numbers.
+        let _ = writeln!(md);
+    }
+
+    // Columns run another way (natively): where they do not do what every
+    // guest that ran the check did, grouped by what they did.
+    for c in &others {
+        let mut by_what: Vec<(String, Vec<String>)> = Vec::new();
+        for (name, _) in &rows {
+            let Some(t) = test(c, name) else { continue };
+            let w = what(t);
+            let guest_whats: BTreeSet<String> = guests
+                .iter()
+                .filter_map(|g| test(g, name))
+                .map(what)
+                .collect();
+            if guest_whats.is_empty() || (guest_whats.len() == 1 && guest_whats.contains(&w)) {
+                continue;
+            }
+            let entry = match failures.get(&(c.kernel.clone(), name.clone())) {
+                Some(l) => format!("`{name}` ({l})"),
+                None => format!("`{name}`"),
+            };
+            match by_what.iter_mut().find(|(x, _)| *x == w) {
+                Some((_, v)) => v.push(entry),
+                None => by_what.push((w, vec![entry])),
+            }
+        }
+        if by_what.is_empty() {
+            continue;
+        }
+        said = true;
+        let _ = writeln!(
+            md,
+            "{} ran differently ({}); where its result is not that of every guest:\n",
+            c.kernel,
+            if c.how.is_empty() {
+                "not a fresh boot"
+            } else {
+                &c.how
+            }
+        );
+        for (w, checks) in by_what {
+            let _ = writeln!(md, "- {}: {}", cell(&w), checks.join(", "));
+        }
+        let _ = writeln!(md);
+    }
+
+    // What the checks that ran saw, where it differs in more than numbers.
+    let mut observations: Vec<String> = Vec::new();
+    for (name, _) in &rows {
         let mut seen: Vec<(Vec<String>, &TestReport, Vec<&Column>)> = Vec::new();
-        for (c, t) in &here {
+        for c in &ran {
+            let Some(t) = test(c, name) else { continue };
             if t.result == Status::Skip {
                 continue;
             }
@@ -557,9 +628,6 @@ fn differences(md: &mut String, columns: &[Column], failures: &FailureLabels) {
             }
             observations.push(text);
         }
-    }
-    if results_said {
-        let _ = writeln!(md);
     }
     if !observations.is_empty() {
         said = true;

@@ -141,7 +141,7 @@ fn sample() -> Vec<Column> {
 #[case("- `pages_to_scan`: `100` on old and new; `200` on patched")]
 // Results that differ, and observations that differ in more than numbers.
 #[case(
-    "- `scan/smart`: skip (kernel 6.1 has no /sys/kernel/mm/ksm/smart_scan) on old; pass on new; fail (F1) on patched"
+    "- skip (kernel 6.1 has no /sys/kernel/mm/ksm/smart_scan) on old; pass on new; fail on patched: `scan/smart` (F1)"
 )]
 #[case("- `madvise/a`:\n  - old: `mg: false`\n  - new and patched: `mg: true`\n")]
 // A pair compared check by check.
@@ -353,4 +353,37 @@ fn binary_usage_errors_exit_2(#[case] args: &[&str]) {
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(2));
+}
+
+#[test]
+fn native_column_is_compared_to_the_guests_apart() {
+    let mut cols = sample();
+    cols.push(column(
+        "kernel=native\nstatus=ok\nreport=n.json\nhow=natively\nsysfs.run=1\n",
+        Some(report(
+            "6.18",
+            false,
+            &[
+                ("madvise/a", "pass", "", &["mg: true"]),
+                ("scan/smart", "pass", "", &[]),
+                ("swap/s", "skip", "no swap here", &[]),
+            ],
+        )),
+    ));
+    let md = render(&cols, &Options::default());
+    // The guests' differences do not include the native column...
+    assert!(
+        md.contains("between the freshly booted guests (old, new and patched):"),
+        "{md}"
+    );
+    // ...which gets its own list, against what every guest did.
+    assert!(
+        md.contains(
+            "native ran differently (natively); where its result is not that of every guest:\n\n\
+             - pass: `scan/smart`\n- skip (no swap here): `swap/s`\n"
+        ),
+        "{md}"
+    );
+    // Boot values compare fresh boots only.
+    assert!(!md.contains("`1` on native"), "{md}");
 }
