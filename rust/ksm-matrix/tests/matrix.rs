@@ -367,6 +367,7 @@ fn native_column_is_compared_to_the_guests_apart() {
                 ("madvise/a", "pass", "", &["mg: true"]),
                 ("scan/smart", "pass", "", &[]),
                 ("swap/s", "skip", "no swap here", &[]),
+                ("madvise/b", "fail", "boom", &[]),
             ],
         )),
     ));
@@ -379,9 +380,15 @@ fn native_column_is_compared_to_the_guests_apart() {
     // ...which gets its own list, against what every guest did.
     assert!(
         md.contains(
-            "native ran differently (natively); where its result is not that of every guest:\n\n\
-             - pass: `scan/smart`\n- skip (no swap here): `swap/s`\n"
+            "native ran differently (natively); results no guest had:\n\n\
+             - skip (no swap here): `swap/s`\n\n"
         ),
+        "{md}"
+    );
+    // A check no guest ran is not a difference.
+    assert!(!md.contains("fail: `madvise/b`"), "{md}");
+    assert!(
+        md.contains("| madvise/b | — | — | — | — | **FAIL** (F1) |"),
         "{md}"
     );
     // Boot values compare fresh boots only.
