@@ -12,6 +12,7 @@
 #   docs/matrix/<kernel>.json the suite's JSON report, .tap its TAP output
 #   docs/matrix/<kernel>.run  what ran, when, how long, and how it ended
 #   docs/conformance-matrix.md  the table, regenerated from every .run file
+#                             (and docs/matrix/summary.md, a reading by hand)
 # A column that cannot be built, fetched or booted, or whose guest times out,
 # is a failed column with its reason; the others still run. Exit status: 0 if
 # every column asked for produced a report, 1 otherwise (failing checks are
@@ -195,7 +196,11 @@ done
 runs=()
 for k in "${ALL_KERNELS[@]}"; do [ -f "$DOCS/$k.run" ] && runs+=("$DOCS/$k.run"); done
 log "writing docs/conformance-matrix.md from ${#runs[@]} column(s)"
-"$GENERATE" --out "$KSMRS_ROOT/docs/conformance-matrix.md" --pair stock,patched --pair debian-7.3,stock "${runs[@]}"
+# docs/matrix/summary.md, if there, is a reading of the results by hand.
+summary=()
+[ -f "$DOCS/summary.md" ] && summary=(--summary "$DOCS/summary.md")
+"$GENERATE" --out "$KSMRS_ROOT/docs/conformance-matrix.md" "${summary[@]}" \
+	--pair stock,patched --pair debian-7.3,stock "${runs[@]}"
 
 total=$(since "$matrix_start")
 echo

@@ -177,7 +177,8 @@ pub fn parse_report(text: &str, path: &Path) -> Result<Report, Error> {
     })
 }
 
-fn read(path: &Path) -> Result<String, Error> {
+/// A whole text file, with its path in the error.
+pub fn read(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.into(),
         source,

@@ -21,6 +21,9 @@ struct Args {
     /// Compare two columns check by check, e.g. --pair stock,patched (repeatable).
     #[arg(long, value_name = "A,B", value_parser = parse_pair)]
     pair: Vec<(String, String)>,
+    /// A hand-written reading of the results, shown as the page's summary.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
     /// The columns: `<kernel>.run` files, in column order.
     #[arg(required = true, value_name = "RUN")]
     runs: Vec<PathBuf>,
@@ -42,7 +45,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let text = ksm_matrix::render(&columns, &ksm_matrix::Options { pairs: args.pair });
+    let summary = match args
+        .summary
+        .as_deref()
+        .map(ksm_matrix::column::read)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ksm-matrix: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = ksm_matrix::Options {
+        pairs: args.pair,
+        summary,
+    };
+    let text = ksm_matrix::render(&columns, &options);
     match &args.out {
         Some(path) => {
             if let Err(e) = ksm_matrix::write_atomically(path, &text) {

@@ -13,6 +13,8 @@ use crate::column::{Column, Outcome};
 pub struct Options {
     /// Pairs of columns compared check by check (e.g. stock and patched).
     pub pairs: Vec<(String, String)>,
+    /// A reading of the results, written by hand, shown before the tables.
+    pub summary: Option<String>,
 }
 
 /// Text for a table cell: no pipes, no line breaks.
@@ -124,6 +126,10 @@ pub fn render(columns: &[Column], options: &Options) -> String {
     let mut md = String::new();
     header(&mut md, columns);
     kernels(&mut md, columns);
+    if let Some(summary) = &options.summary {
+        let _ = writeln!(md, "## Summary\n");
+        let _ = writeln!(md, "{}\n", summary.trim());
+    }
     let failures = results(&mut md, columns);
     sysfs(&mut md, columns);
     differences(&mut md, columns, &failures);

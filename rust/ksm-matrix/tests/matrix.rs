@@ -151,6 +151,7 @@ fn sample() -> Vec<Column> {
 fn page_has(#[case] fragment: &str) {
     let options = Options {
         pairs: vec![("new".into(), "patched".into())],
+        summary: None,
     };
     let md = render(&sample(), &options);
     assert!(
@@ -193,6 +194,7 @@ fn identical_pair_says_so() {
         &[a, b],
         &Options {
             pairs: vec![("stock".into(), "patched".into())],
+            summary: Some("  Read this.\n\n".into()),
         },
     );
     assert!(
@@ -342,6 +344,24 @@ fn binary_writes_the_page() {
     assert!(md.starts_with("# KSM conformance matrix\n"), "{md}");
     assert!(md.contains("- k: no boot"), "{md}");
     assert!(!dir.path().join("page.md.tmp").exists());
+}
+
+#[test]
+fn binary_missing_summary_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = write(dir.path(), "k.run", "kernel=k\nstatus=failed\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ksm-matrix"))
+        .arg("--summary")
+        .arg(dir.path().join("nope.md"))
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("nope.md"),
+        "{stderr}"
+    );
 }
 
 #[rstest]
