@@ -55,5 +55,5 @@ patches: tree
 check-series: tree
 	ci/check-series-full.sh
 
-matrix: suite
+matrix:
 	ci/matrix.sh $(KERNELS)

@@ -40,8 +40,12 @@ for k in "$@"; do
 done
 [ ${#kernels[@]} -gt 0 ] || kernels=("${ALL_KERNELS[@]}")
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "MATRIX_TIMEOUT must be seconds, got '$TIMEOUT'"
-[ -x "$CONFORM" ] && [ -x "$GENERATE" ] || die "no $CONFORM or $GENERATE: build them with 'make suite'"
 [ "$(id -u)" = 0 ] || die "the matrix needs root (the native column, and guests run the suite as root)"
+
+# What `make suite` does, after the names were checked: a typo in KERNELS
+# is reported at once, not after a first-time setup.
+"$KSMRS_ROOT/ci/setup.sh"
+(cd "$KSMRS_ROOT/rust" && cargo build --release --locked -q) || die "building ksm-conform and ksm-matrix failed"
 
 mkdir -p "$DOCS" "$OUT"
 matrix_start=$(date +%s)
