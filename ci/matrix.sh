@@ -22,6 +22,7 @@ source "$(dirname "$0")/lib.sh"
 ALL_KERNELS=(debian-6.1 debian-6.12 debian-7.3 stock noksm patched native)
 TIMEOUT=${MATRIX_TIMEOUT:-900}      # per guest, boot included
 QEMU_WAIT=${MATRIX_QEMU_WAIT:-1800} # how long to wait for someone else's qemu
+BUILD_WAIT=${MATRIX_BUILD_WAIT:-3600} # ... and for someone else's build of a variant
 CONFORM=$KSMRS_ROOT/rust/target/release/ksm-conform
 GENERATE=$KSMRS_ROOT/rust/target/release/ksm-matrix
 DOCS=$KSMRS_ROOT/docs/matrix
@@ -64,6 +65,18 @@ wait_for_qemu() {
 	done
 }
 
+# Wait while someone builds variant $1 with ci/kernel.sh: its bzImage is
+# about to be replaced, and a second build in the same directory breaks both.
+wait_for_build() {
+	local waited=0 pids
+	while pids=$(pgrep -f "ci/kernel\.sh $1( |\$)" | paste -sd' ' -); [ -n "$pids" ]; do
+		[ "$waited" -ge "$BUILD_WAIT" ] && return 1
+		[ $((waited % 60)) = 0 ] && log "$1: waiting for a running 'ci/kernel.sh $1' to finish (pid $pids, ${waited}s so far)"
+		sleep 10
+		waited=$((waited + 10))
+	done
+}
+
 # The last error line of a log, without colours.
 last_error() {
 	{ sed -E 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | grep -E 'error:' | tail -n 1 | sed -E 's/.*error: *//'; } || true
@@ -101,13 +114,15 @@ run_column() {
 			;;
 		stock|noksm|patched)
 			kernel=$(variant_out "$k")
-			if [ ! -f "$kernel/arch/x86/boot/bzImage" ]; then
+			if ! wait_for_build "$k"; then
+				status=failed reason="ci/kernel.sh $k was still running after ${BUILD_WAIT}s"
+			elif [ ! -f "$kernel/arch/x86/boot/bzImage" ]; then
 				log "[$k] build: no $kernel/arch/x86/boot/bzImage, running ci/kernel.sh $k"
 				if ! tee_stderr "$res/build.log" bash -c '"$1/ci/tree.sh" && "$1/ci/kernel.sh" "$2"' - "$KSMRS_ROOT" "$k"; then
 					status=failed reason="ci/kernel.sh $k failed: $(last_error "$res/build.log")"
 				fi
 			else
-				log "[$k] build: using $kernel"
+				log "[$k] build: using $kernel (built $(date -u -r "$kernel/arch/x86/boot/bzImage" '+%F %R UTC'))"
 			fi
 			config=$kernel/.config
 			case "$k" in
@@ -115,6 +130,8 @@ run_column() {
 				noksm) title="our 7.3 build with the series, CONFIG_KSM=n (kernel-config base, mm, rust, noksm)" ;;
 				patched) title="our 7.3 build with the series ($(tgit -C "$TREE" log -1 --format=%s 2>/dev/null || echo "patches/series"); kernel-config base, mm, rust, ksm-rs)" ;;
 			esac
+			[ -f "$kernel/arch/x86/boot/bzImage" ] &&
+				title="$title, built $(date -u -r "$kernel/arch/x86/boot/bzImage" '+%F %R UTC')"
 			if [ "$k" = noksm ]; then
 				args=(--without-ksm)
 				how=${how/--fresh-boot/--without-ksm}
