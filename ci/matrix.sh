@@ -118,6 +118,7 @@ run_column() {
 				status=failed reason="ci/kernel.sh $k was still running after ${BUILD_WAIT}s"
 			elif [ ! -f "$kernel/arch/x86/boot/bzImage" ]; then
 				log "[$k] build: no $kernel/arch/x86/boot/bzImage, running ci/kernel.sh $k"
+				# shellcheck disable=SC2016 # expanded by the inner bash
 				if ! tee_stderr "$res/build.log" bash -c '"$1/ci/tree.sh" && "$1/ci/kernel.sh" "$2"' - "$KSMRS_ROOT" "$k"; then
 					status=failed reason="ci/kernel.sh $k failed: $(last_error "$res/build.log")"
 				fi

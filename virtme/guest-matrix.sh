@@ -20,6 +20,6 @@ if [ -n "$config" ] && [ ! -e /proc/config.gz ] && [ ! -e "/boot/config-$release
 fi
 : >"$res/sysfs.txt"
 for f in /sys/kernel/mm/ksm/*; do
-	[ -f "$f" ] && echo "${f##*/} $(cat "$f" 2>/dev/null | tr -d '\n')" >>"$res/sysfs.txt"
+	[ -f "$f" ] && echo "${f##*/} $(tr -d '\n' <"$f" 2>/dev/null)" >>"$res/sysfs.txt"
 done
 exec "$(dirname "$0")/guest-test.sh" "$res" "" "$@"
