@@ -94,7 +94,7 @@ tee_stderr() {
 # run_column K: fetch or build, boot, run; leaves docs/matrix/K.{run,json,tap}.
 run_column() {
 	local k=$1 res=$OUT/$1 kernel="" config="" title="" how="" status=ok reason=""
-	local started t0 t1 fetch_s=0 wait_s=0 run_s=0 rc=0 args=(--fresh-boot)
+	local started t0 t1 tb fetch_s=0 wait_s=0 build_wait=0 run_s=0 rc=0 args=(--fresh-boot)
 	rm -rf "$res"
 	mkdir -p "$res"
 	started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -114,15 +114,16 @@ run_column() {
 			;;
 		stock|noksm|patched)
 			kernel=$(variant_out "$k")
-			if ! wait_for_build "$k"; then
-				status=failed reason="ci/kernel.sh $k was still running after ${BUILD_WAIT}s"
-			elif [ ! -f "$kernel/arch/x86/boot/bzImage" ]; then
+			tb=$(date +%s)
+			wait_for_build "$k" || status=failed reason="ci/kernel.sh $k was still running after ${BUILD_WAIT}s"
+			build_wait=$(($(date +%s) - tb))
+			if [ "$status" = ok ] && [ ! -f "$kernel/arch/x86/boot/bzImage" ]; then
 				log "[$k] build: no $kernel/arch/x86/boot/bzImage, running ci/kernel.sh $k"
 				# shellcheck disable=SC2016 # expanded by the inner bash
 				if ! tee_stderr "$res/build.log" bash -c '"$1/ci/tree.sh" && "$1/ci/kernel.sh" "$2"' - "$KSMRS_ROOT" "$k"; then
 					status=failed reason="ci/kernel.sh $k failed: $(last_error "$res/build.log")"
 				fi
-			else
+			elif [ "$status" = ok ]; then
 				log "[$k] build: using $kernel (built $(date -u -r "$kernel/arch/x86/boot/bzImage" '+%F %R UTC'))"
 			fi
 			config=$kernel/.config
@@ -144,7 +145,7 @@ run_column() {
 			;;
 	esac
 	t1=$(date +%s)
-	fetch_s=$((t1 - t0))
+	fetch_s=$((t1 - t0 - build_wait))
 
 	# Phase 2: boot and run.
 	# A native run waits for qemu too: QEMU advises guest memory mergeable,
@@ -152,7 +153,7 @@ run_column() {
 	if [ "$status" = ok ] && ! wait_for_qemu; then
 		status=failed reason="another qemu was still running after ${QEMU_WAIT}s"
 	fi
-	wait_s=$(($(date +%s) - t1))
+	wait_s=$(($(date +%s) - t1 + build_wait))
 	t1=$(date +%s)
 	if [ "$status" = ok ] && [ "$k" = native ]; then
 		log "[$k] run: ksm-conform on $(uname -r)"

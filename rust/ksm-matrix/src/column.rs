@@ -14,7 +14,7 @@
 //! started=2026-11-27T20:30:00Z      when the column started
 //! fetch_seconds=3                   download, unpack or build
 //! run_seconds=95                    boot and run
-//! wait_seconds=0                    waiting for another QEMU to finish first
+//! wait_seconds=0                    waiting for another QEMU or build to finish first
 //! console_splat=WARNING: ...        first kernel warning in the console
 //! sysfs.<file>=<value>              /sys/kernel/mm/ksm/<file> before the suite ran
 //! ```

@@ -220,8 +220,8 @@ fn kernels(md: &mut String, columns: &[Column]) {
     if !waits.is_empty() {
         let _ = writeln!(
             md,
-            "Not counted above: waiting for another QEMU on the machine to finish first \
-             ({}).\n",
+            "Not counted above: waiting for another QEMU on the machine, or another \
+             build of the same kernel, to finish first ({}).\n",
             waits.join(", ")
         );
     }

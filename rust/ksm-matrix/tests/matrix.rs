@@ -134,7 +134,7 @@ fn sample() -> Vec<Column> {
 #[case("runs started between 2026-11-27T20:03:00Z and 2026-11-27T20:07:00Z")]
 #[case("Sum over the columns: 186 s.")]
 #[case("- broken: guest did not finish within 900s")]
-#[case("waiting for another QEMU on the machine to finish first (new 30 s).")]
+#[case("build of the same kernel, to finish first (new 30 s).")]
 // sysfs at boot, absent files, and the differences they make.
 #[case("| smart_scan | absent | 1 | 1 | — |")]
 #[case("- absent on old, present on new and patched: `smart_scan`")]
