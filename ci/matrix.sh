@@ -94,7 +94,7 @@ tee_stderr() {
 # run_column K: fetch or build, boot, run; leaves docs/matrix/K.{run,json,tap}.
 run_column() {
 	local k=$1 res=$OUT/$1 kernel="" config="" title="" how="" status=ok reason=""
-	local started t0 t1 tb fetch_s=0 wait_s=0 build_wait=0 run_s=0 rc=0 args=(--fresh-boot)
+	local started t0 t1 tb linux_version splat fetch_s=0 wait_s=0 build_wait=0 run_s=0 rc=0 args=(--fresh-boot)
 	rm -rf "$res"
 	mkdir -p "$res"
 	started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -182,6 +182,11 @@ run_column() {
 		cp "$res/conform.json" "$DOCS/$k.json"
 		cp "$res/conform.tap" "$DOCS/$k.tap"
 	fi
+	if [ "$k" = native ]; then
+		linux_version=$(cat /proc/version)
+	else
+		linux_version=$(grep -m1 -o 'Linux version .*' "$res/dmesg.txt" 2>/dev/null) || true
+	fi
 	splat=$(grep -m1 -E 'BUG:|WARNING:|Oops|Kernel panic|KASAN:|possible circular locking' "$res/console.log" 2>/dev/null |
 		sed -E 's/^\[ *[0-9.]+\] //') || true
 	{
@@ -196,6 +201,7 @@ run_column() {
 		echo "status=$status"
 		[ -n "$reason" ] && echo "reason=$(echo "$reason" | tr '\n\t' '  ')"
 		[ -n "$splat" ] && echo "console_splat=$splat"
+		[ -n "$linux_version" ] && echo "linux_version=$linux_version"
 		[ "$status" = ok ] && echo "report=$k.json" && echo "tap=$k.tap"
 		if [ -s "$res/sysfs.txt" ]; then sed 's/^\([^ ]*\) \{0,1\}/sysfs.\1=/' "$res/sysfs.txt"; fi
 	} >"$DOCS/$k.run.tmp"

@@ -16,6 +16,7 @@
 //! run_seconds=95                    boot and run
 //! wait_seconds=0                    waiting for another QEMU or build to finish first
 //! console_splat=WARNING: ...        first kernel warning in the console
+//! linux_version=Linux version ...   the booted kernel's /proc/version
 //! sysfs.<file>=<value>              /sys/kernel/mm/ksm/<file> before the suite ran
 //! ```
 //!
@@ -73,6 +74,7 @@ pub struct Column {
     pub run_seconds: Option<u64>,
     pub wait_seconds: Option<u64>,
     pub console_splat: Option<String>,
+    pub linux_version: Option<String>,
     /// /sys/kernel/mm/ksm before the suite ran, file name to value.
     pub sysfs: BTreeMap<String, String>,
     pub outcome: Outcome,
@@ -162,6 +164,7 @@ impl RunFile {
                 run_seconds: seconds("run_seconds")?,
                 wait_seconds: seconds("wait_seconds")?,
                 console_splat: fields.get("console_splat").cloned(),
+                linux_version: fields.get("linux_version").cloned(),
                 sysfs,
                 outcome,
             },

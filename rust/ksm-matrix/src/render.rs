@@ -239,6 +239,22 @@ fn kernels(md: &mut String, columns: &[Column]) {
         let _ = writeln!(md, "- {}: {how}", names(&cs));
     }
     let _ = writeln!(md);
+    let versions: Vec<&Column> = columns
+        .iter()
+        .filter(|c| c.linux_version.is_some())
+        .collect();
+    if !versions.is_empty() {
+        let _ = writeln!(md, "The kernels as they booted (/proc/version):\n");
+        for c in versions {
+            let _ = writeln!(
+                md,
+                "- {}: `{}`",
+                c.kernel,
+                c.linux_version.as_deref().unwrap_or_default()
+            );
+        }
+        let _ = writeln!(md);
+    }
     let splats: Vec<&Column> = columns
         .iter()
         .filter(|c| c.console_splat.is_some())

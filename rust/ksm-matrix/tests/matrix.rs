@@ -59,6 +59,7 @@ fn ran(kernel: &str, release: &str, sysfs: &str, tests: &[(&str, &str, &str, &[&
     column(
         &format!(
             "kernel={kernel}\nstatus=ok\nreport={kernel}.json\ntitle=T {kernel}\n\
+             linux_version=Linux version {release} #1\n\
              how=guest\nstarted=2026-11-27T20:0{}:00Z\nfetch_seconds=2\nrun_seconds=60\nwait_seconds={}\n{sysfs}",
             kernel.len() % 10,
             if kernel == "new" { 30 } else { 0 }
@@ -134,6 +135,9 @@ fn sample() -> Vec<Column> {
 #[case("runs started between 2026-11-27T20:03:00Z and 2026-11-27T20:07:00Z")]
 #[case("Sum over the columns: 186 s.")]
 #[case("- broken: guest did not finish within 900s")]
+#[case(
+    "(/proc/version):\n\n- old: `Linux version 6.1.0-56-amd64 #1`\n- new: `Linux version 7.3.4+deb13-amd64 #1`\n"
+)]
 #[case("build of the same kernel, to finish first (new 30 s).")]
 // sysfs at boot, absent files, and the differences they make.
 #[case("| smart_scan | absent | 1 | 1 | — |")]
