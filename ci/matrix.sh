@@ -199,7 +199,8 @@ run_column() {
 		echo "run_seconds=$run_s"
 		echo "wait_seconds=$wait_s"
 		echo "status=$status"
-		[ -n "$reason" ] && echo "reason=$(echo "$reason" | tr '\n\t' '  ')"
+		# One line, paths relative to the repository (the page is committed).
+		[ -n "$reason" ] && echo "reason=$(echo "${reason//$KSMRS_ROOT\//}" | tr '\n\t' '  ' | sed 's/ *$//')"
 		[ -n "$splat" ] && echo "console_splat=$splat"
 		[ -n "$linux_version" ] && echo "linux_version=$linux_version"
 		[ "$status" = ok ] && echo "report=$k.json" && echo "tap=$k.tap"
