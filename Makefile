@@ -13,7 +13,7 @@ SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series
+	selftests suite vm patches check-series matrix
 
 run: suite kernel
 	ci/run.sh
@@ -54,3 +54,6 @@ patches: tree
 
 check-series: tree
 	ci/check-series-full.sh
+
+matrix:
+	ci/matrix.sh $(KERNELS)

@@ -40,7 +40,8 @@ pub struct Env {
     pub failslab: Result<(), String>,
     pub memcg: Result<Memcg, String>,
     pub memory_merge_prctl: bool,
-    pub page_flags: bool,
+    /// /proc/kpageflags tells KSM pages from others, or why not.
+    pub page_flags: Result<(), String>,
     pub options: Options,
 }
 
@@ -67,7 +68,7 @@ impl Env {
             },
             // PR_GET_MEMORY_MERGE reads a flag; EINVAL means the option is unknown.
             memory_merge_prctl: ksm::mem::get_memory_merge().is_ok(),
-            page_flags: std::fs::File::open("/proc/kpageflags").is_ok(),
+            page_flags: probe_page_flags(),
             release,
             machine,
             root,
@@ -99,7 +100,7 @@ impl Env {
             Req::MemoryMergePrctl if !self.memory_merge_prctl => {
                 Some(format!("kernel {version} has no prctl(PR_SET_MEMORY_MERGE) (added in 6.4)"))
             }
-            Req::PageFlags if !self.page_flags => Some("/proc/kpageflags is not readable".into()),
+            Req::PageFlags => self.page_flags.clone().err(),
             Req::SoleKsmUser => other_ksm_users(),
             _ => None,
         }
@@ -111,6 +112,32 @@ impl Env {
             Some(c) => c.get(option).unwrap_or("n").to_string(),
             None => "?".to_string(),
         }
+    }
+}
+
+/// Whether /proc/kpageflags can tell a KSM page: readable, and KPF_KSM
+/// clear on an anonymous page that was never advised. Debian's 6.12.117
+/// sets KPF_KSM on every anonymous page (observed in a guest: a fresh
+/// private page of a process that never used madvise reads ANON and KSM);
+/// there the checks that ask "is this page a KSM page" cannot run.
+pub fn probe_page_flags() -> Result<(), String> {
+    if std::fs::File::open("/proc/kpageflags").is_err() {
+        return Err("/proc/kpageflags is not readable".into());
+    }
+    let probe = || -> ksm::Result<Option<bool>> {
+        let mut m = ksm::Mapping::anon(1)?;
+        m.fill(0, 0x6b70_6673);
+        ksm::procfs::is_ksm_page(m.page_addr(0))
+    };
+    match probe() {
+        Ok(Some(false)) => Ok(()),
+        Ok(Some(true)) => Err(
+            "this kernel's /proc/kpageflags sets KPF_KSM on an anonymous page that was never \
+             advised, so KSM pages cannot be told from others"
+                .into(),
+        ),
+        Ok(None) => Err("/proc/self/pagemap hides page frame numbers (needs CAP_SYS_ADMIN)".into()),
+        Err(e) => Err(format!("cannot probe /proc/kpageflags: {e}")),
     }
 }
 

@@ -24,7 +24,8 @@ pub enum Req {
     FreshBoot,
     /// prctl(PR_SET_MEMORY_MERGE), Linux 6.4.
     MemoryMergePrctl,
-    /// /proc/kpageflags to see whether an address maps a KSM page.
+    /// /proc/kpageflags to see whether an address maps a KSM page, and a
+    /// kernel whose KPF_KSM is clear on pages that are not KSM pages.
     PageFlags,
     /// No other process uses KSM: the check asserts exact global counters.
     SoleKsmUser,

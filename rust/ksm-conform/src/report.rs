@@ -1,10 +1,11 @@
 //! Output of the ksm-conform binary: kselftest-style TAP on stdout and a
-//! JSON report written atomically (temporary file, then rename).
+//! JSON report written atomically (temporary file, then rename). The report
+//! types also deserialize, for tools that read reports back (ksm-matrix).
 
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
 use crate::exec::{Outcome, Verdict};
@@ -57,7 +58,7 @@ impl<W: Write> Tap<W> {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub passed: usize,
     pub failed: usize,
@@ -74,7 +75,7 @@ impl Totals {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub kernel_release: String,
     pub machine: String,
@@ -89,11 +90,20 @@ pub struct Report {
     pub duration_ms: u128,
 }
 
-#[derive(Serialize)]
+/// The result of one check, "pass", "skip" or "fail" in the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Skip,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestReport {
     pub name: String,
     pub group: String,
-    pub result: &'static str,
+    pub result: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,9 +146,9 @@ impl Report {
 
     pub fn add(&mut self, check: &Check, outcome: &Outcome) {
         let (result, skip_reason, failure) = match &outcome.verdict {
-            Verdict::Pass => ("pass", None, None),
-            Verdict::Skip(r) => ("skip", Some(r.clone()), None),
-            Verdict::Fail(m) => ("fail", None, Some(m.clone())),
+            Verdict::Pass => (Status::Pass, None, None),
+            Verdict::Skip(r) => (Status::Skip, Some(r.clone()), None),
+            Verdict::Fail(m) => (Status::Fail, None, Some(m.clone())),
         };
         self.totals.add(&outcome.verdict);
         self.tests.push(TestReport {
@@ -176,6 +186,23 @@ mod tests {
             duration: Duration::from_millis(3),
             restore_error: None,
         }
+    }
+
+    #[test]
+    fn json_report_reads_back() {
+        let json = r#"{"kernel_release":"7.3.4-ksm-rs","machine":"x86_64",
+            "config_source":null,"config":{"CONFIG_KSM":"y"},"numa_nodes":2,
+            "swap_free_kib":524284,"fresh_boot":true,"without_ksm":false,
+            "tests":[{"name":"g/a","group":"g","result":"skip","skip_reason":"no swap",
+            "diagnostics":[],"duration_ms":1}],
+            "totals":{"passed":0,"failed":0,"skipped":1},"duration_ms":5}"#;
+        let report: Report = serde_json::from_str(json).unwrap();
+        assert_eq!(report.tests[0].result, Status::Skip);
+        assert_eq!(report.tests[0].skip_reason.as_deref(), Some("no swap"));
+        assert_eq!(report.tests[0].failure, None);
+        let again = serde_json::to_string(&report).unwrap();
+        assert!(again.contains(r#""result":"skip""#), "{again}");
+        assert!(!again.contains("failure"), "{again}");
     }
 
     #[test]
