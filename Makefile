@@ -7,13 +7,16 @@
 # Steps they are made of: setup, tree, kernel, stock-kernel, noksm-kernel,
 # debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
 # from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
+# Beyond make test: compare (stock and patched 7.3 side by side), debug-test
+# (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
+# several kernels, KERNELS=... for some).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
 
 SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix
+	selftests suite vm patches check-series matrix compare debug-test
 
 run: suite kernel
 	ci/run.sh
@@ -57,3 +60,9 @@ check-series: tree
 
 matrix:
 	ci/matrix.sh $(KERNELS)
+
+compare: suite kernel stock-kernel
+	ci/compare.sh
+
+debug-test: suite debug-kernel
+	ci/debug-test.sh

@@ -2,8 +2,8 @@
 # The slow reviewer checks of patches/ (`make check-series`), each a TAP line
 # appended to $1 (default out/check-series.tap):
 #   - every patch of the series builds on its own (bisectable), with clippy;
-#   - the tip builds with CONFIG_KSM_KUNIT_TEST=n too: nothing in the Rust
-#     half is used by its tests only;
+#   - the Rust half of the tip builds with CONFIG_KSM_KUNIT_TEST=n (nothing is
+#     used by its tests only) and with CONFIG_NUMA=n (the tests included);
 #   - `make rustdoc` builds;
 # plus the quick checks of ci/check-series.sh.
 source "$(dirname "$0")/lib.sh"
@@ -29,21 +29,32 @@ for commit in $(tgit -C "$TREE" rev-list --reverse "$BASE_TAG..$tip"); do
 done
 restore
 
-# The Rust half without its KUnit tests, in a build directory of its own.
-out=$(variant_out patched)
-nokunit=$(variant_out nokunit)
-mkdir -p "$nokunit"
-cp "$out/.config" "$nokunit/.config"
-(
-	export PATH=$KERNEL_PATH
-	"$TREE/scripts/config" --file "$nokunit/.config" --disable KSM_KUNIT_TEST
-	make -C "$TREE" O="$nokunit" -s olddefconfig
-	grep -q '^# CONFIG_KSM_KUNIT_TEST is not set' "$nokunit/.config"
-	run_logged "$nokunit/build.log" "build without KUnit tests" \
-		make -C "$TREE" O="$nokunit" CC="ccache gcc" CLIPPY=1 -j"$(nproc)" mm/ksm/
-) >"$logs/nokunit.log" 2>&1 &&
-	tap_line "$tap" OK "the Rust half builds without CONFIG_KSM_KUNIT_TEST" ||
-	tap_line "$tap" FAIL "the Rust half builds without CONFIG_KSM_KUNIT_TEST" "see $logs/nokunit.log"
+# The Rust half in configurations `make test` does not build, each in a build
+# directory of its own: without its KUnit tests (nothing may be used by the
+# tests only), and without NUMA (the tests included).
+variant_check() {
+	local name=$1 option=$2 dir
+	dir=$(variant_out "$name")
+	mkdir -p "$dir"
+	cp "$(variant_out patched)/.config" "$dir/.config"
+	(
+		export PATH=$KERNEL_PATH
+		"$TREE/scripts/config" --file "$dir/.config" --disable "$option"
+		make -C "$TREE" O="$dir" -s olddefconfig
+		grep -q "^# CONFIG_$option is not set" "$dir/.config"
+		grep -q '^CONFIG_KSM=y' "$dir/.config"
+		run_logged "$dir/build.log" "build without $option" \
+			make -C "$TREE" O="$dir" CC="ccache gcc" CLIPPY=1 -j"$(nproc)" mm/ksm/
+	) >"$logs/$name.log" 2>&1
+}
+for check in "nokunit KSM_KUNIT_TEST" "nonuma NUMA"; do
+	set -- $check
+	if variant_check "$1" "$2"; then
+		tap_line "$tap" OK "the Rust half builds without CONFIG_$2"
+	else
+		tap_line "$tap" FAIL "the Rust half builds without CONFIG_$2" "see $logs/$1.log"
+	fi
+done
 
 if PATH=$KERNEL_PATH make -C "$TREE" O="$out" -s rustdoc >"$logs/rustdoc.log" 2>&1; then
 	tap_line "$tap" OK "make rustdoc"

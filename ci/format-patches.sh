@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate patches/ from the commits on $PATCHED_BRANCH in $TREE:
 # git format-patch, a cover letter from docs/cover-letter.txt (first line the
-# subject, then the body), and patches/series listing every patch but the
+# subject, then the body), the reviewers' notes of docs/series-notes.txt below
+# the "---" of their patches, and patches/series listing every patch but the
 # cover letter, so that `git am $(cat series)` takes the rest.
 source "$(dirname "$0")/lib.sh"
 
@@ -14,6 +15,22 @@ tgit -C "$TREE" config "branch.$PATCHED_BRANCH.description" "$(cat "$KSMRS_ROOT/
 tmp=$(mktemp -d)
 tgit -C "$TREE" format-patch -q --cover-letter --cover-from-description=subject \
 	--no-signature -o "$tmp" "$BASE_TAG..$PATCHED_BRANCH"
+# The reviewers' notes of docs/series-notes.txt go below each patch's "---".
+subjects=$(tgit -C "$TREE" log --reverse --format=%s "$BASE_TAG..$PATCHED_BRANCH")
+n=0
+while IFS= read -r subject; do
+	n=$((n + 1))
+	note=$(awk -v want="[$subject]" '
+		/^#/ { next }
+		/^\[/ { on = ($0 == want); next }
+		on && NF { print }
+		on && !NF && seen { exit }
+		NF { seen = 1 }' "$KSMRS_ROOT/docs/series-notes.txt")
+	[ -n "$note" ] || continue
+	file=$(ls "$tmp"/"$(printf '%04d' "$n")"-*.patch)
+	awk -v note="$note" '!done && $0 == "---" { print; print note; print ""; done = 1; next } { print }' \
+		"$file" >"$file.new" && mv "$file.new" "$file"
+done <<<"$subjects"
 rm -f "$KSMRS_ROOT"/patches/*.patch
 mv "$tmp"/*.patch "$KSMRS_ROOT/patches/"
 rmdir "$tmp"

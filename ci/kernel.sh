@@ -63,7 +63,10 @@ stamp=$out/.ksm-rs-config
 want_stamp=$(cat "${frag_files[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$out/.config" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
 	log "configuring $variant (${frags[*]})"
-	(cd "$tree" && scripts/kconfig/merge_config.sh -n -O "$out" "${frag_files[@]}" >"$out/merge_config.log" 2>&1) ||
+	# merge_config.sh runs make itself: the compiler must be known then, since
+	# options depend on it (RUST with KASAN needs Clang).
+	(cd "$tree" && env "${MAKEFLAGS_KSMRS[@]}" scripts/kconfig/merge_config.sh -n -O "$out" \
+		"${frag_files[@]}" >"$out/merge_config.log" 2>&1) ||
 		{ cat "$out/merge_config.log" >&2; die "merge_config.sh failed"; }
 	kmake -s olddefconfig >/dev/null
 	check_config

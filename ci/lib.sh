@@ -46,6 +46,7 @@ variant_out() {
 	case "$1" in
 		stock) echo "$KSMRS_CACHE/stock/out-stock" ;;
 		nokunit) echo "$KSMRS_CACHE/linux/out-nokunit" ;;
+		nonuma) echo "$KSMRS_CACHE/linux/out-nonuma" ;;
 		*) echo "$KSMRS_CACHE/linux/out-$1" ;;
 	esac
 }

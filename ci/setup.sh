@@ -15,6 +15,8 @@ PACKAGES=(
 	python3-ply python3-git
 	# kernel Rust: Debian's rustc ships the core library source
 	rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
+	# the debug variant (KASAN with Rust needs Clang): LLVM=-19
+	lld-19 llvm-19
 	# the kernel's KSM selftests link libnuma
 	libnuma-dev
 	# guests

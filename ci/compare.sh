@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make compare`: the stock 7.3 kernel and the patched one, built with the same
+# configuration, side by side. Each boots under TCG with two NUMA nodes and
+# runs the same guest tests (virtme/guest-test.sh): the conformance suite and
+# the kernel's own KSM selftests. Prints one line per check with both results,
+# then the merge speeds ksm_tests measured, and exits 1 if any result differs.
+# Results in out/compare/{stock,patched}/ (ci/guest-tests.sh) and
+# out/compare/compare.txt.
+source "$(dirname "$0")/lib.sh"
+source "$KSMRS_ROOT/ci/tap.sh"
+
+res=$KSMRS_ROOT/out/compare
+rm -rf "$res"
+mkdir -p "$res"
+
+for variant in stock patched; do
+	log "== $variant"
+	"$KSMRS_ROOT/ci/guest-tests.sh" "$variant" "$res/$variant"
+done
+
+# One "name<TAB>verdict" line per check of a results directory.
+verdicts() {
+	local dir=$1/guest
+	{
+		sed -nE 's/^(not ok|ok) - ([^#]*[^ #]).*$/\2\t\1/p' "$1/kernel.tap" | sed 's/^\(stock\|patched\) //' 
+		sed -nE 's/^(not ok|ok) [0-9]+ ([^ #]+)( # SKIP.*)?$/\2\t\1\3/p' "$dir/conform.tap"
+		sed -nE 's/^(not ok|ok) [0-9]+ (.*) # SKIP.*$/functional: \2\tskip/p; s/^(not ok|ok) [0-9]+ ([^#]*)$/functional: \2\t\1/p' \
+			"$dir/ksm_functional_tests.tap"
+		sed -nE 's/^(not ok|ok) [0-9]+ (ksm_tests [^#(]*[^ #(]).*$/\2\t\1/p' "$dir/selftests.tap"
+	} 2>/dev/null | sed -E 's/\t# SKIP.*/\tskip/' | sort
+}
+
+verdicts "$res/stock" >"$res/stock.verdicts"
+verdicts "$res/patched" >"$res/patched.verdicts"
+{
+	printf '%-72s %-8s %s\n' "check" "stock" "patched"
+	join -t $'\t' -a1 -a2 -e missing -o 0,1.2,2.2 "$res/stock.verdicts" "$res/patched.verdicts" |
+		awk -F'\t' '{ mark = ($2 == $3) ? "" : "   <-- differs"; printf "%-72s %-8s %s%s\n", $1, $2, $3, mark }'
+	echo
+	echo "merge speed measured by ksm_tests (one run each, TCG guest: indicative only)"
+	for t in 1 2; do
+		printf '  %-24s stock %-12s patched %s\n' \
+			"$(sed -n 's/^ok 1 //p; s/^not ok 1 //p' "$res/stock/guest/ksm_tests.$t.log")" \
+			"$(sed -n 's/^# Average speed: *//p' "$res/stock/guest/ksm_tests.$t.log")" \
+			"$(sed -n 's/^# Average speed: *//p' "$res/patched/guest/ksm_tests.$t.log")"
+	done
+} | tee "$res/compare.txt"
+
+differ=$(grep -c 'differs$' "$res/compare.txt" || true)
+total=$(wc -l <"$res/stock.verdicts")
+[ "$total" -gt 0 ] || die "no results from the stock guest: see $res/stock/console.log"
+if [ "$differ" = 0 ]; then
+	log "stock and patched agree on all $total checks"
+else
+	die "$differ of $total checks differ between stock and patched"
+fi

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Boot one kernel variant (ci/kernel.sh builds it if need be) and run the guest
+# tests in it (virtme/guest-test.sh: the conformance suite and the kernel's KSM
+# selftests), then count them as flat TAP in RESULTS:
+#   ci/guest-tests.sh VARIANT RESULTS
+# RESULTS gets kunit.tap, guest-conform.tap, guest-ksm_functional_tests.tap,
+# guest-selftests.tap and kernel.tap (boot and console), with the console log
+# and the guest's own files under RESULTS/guest. Exit status: 0 if the guest
+# ran; the results tell how the tests went.
+source "$(dirname "$0")/lib.sh"
+source "$KSMRS_ROOT/ci/tap.sh"
+
+variant=${1:?usage: ci/guest-tests.sh VARIANT RESULTS}
+res=${2:?usage: ci/guest-tests.sh VARIANT RESULTS}
+conform=$KSMRS_ROOT/rust/target/release/ksm-conform
+[ -x "$conform" ] || die "no $conform: build it with 'make suite'"
+out=$(variant_out "$variant")
+[ -f "$out/arch/x86/boot/bzImage" ] || "$KSMRS_ROOT/ci/kernel.sh" "$variant"
+[ -x "$KSMRS_CACHE/selftests/ksm_tests" ] || "$KSMRS_ROOT/ci/selftests.sh" >/dev/null
+
+guest=$res/guest
+mkdir -p "$guest"
+if "$KSMRS_ROOT/virtme/boot.sh" --kernel "$out" --rwdir "$guest" --log "$res/console.log" \
+	--timeout 1500 -- \
+	"$KSMRS_ROOT/virtme/guest-test.sh" "$guest" "$KSMRS_CACHE/selftests" "$conform" --fresh-boot; then
+	tap_line "$res/kernel.tap" OK "$variant kernel boots and runs the guest tests"
+else
+	tap_line "$res/kernel.tap" FAIL "$variant kernel boots and runs the guest tests" "console: $res/console.log"
+fi
+if [ -f "$guest/dmesg.txt" ]; then
+	# shellcheck disable=SC2046 # one suite a word
+	kunit_tap "$guest/dmesg.txt" $(kunit_suites "$TREE") >"$res/kunit.tap"
+fi
+for f in conform ksm_functional_tests selftests; do
+	if [ -f "$guest/$f.tap" ]; then
+		cp "$guest/$f.tap" "$res/guest-$f.tap"
+	else
+		tap_line "$res/guest-$f.tap" FAIL "guest $f" "no results"
+	fi
+done
+# A kernel splat in the console is a failure however the tests went.
+splats='BUG:|WARNING:|Oops|Kernel panic|KASAN:|possible circular locking|inconsistent lock state|UBSAN:'
+if grep -qE "$splats" "$res/console.log" 2>/dev/null; then
+	grep -E "$splats" "$res/console.log" | head -n 5 >&2
+	tap_line "$res/kernel.tap" FAIL "$variant guest console has no kernel splat" "see $res/console.log"
+else
+	tap_line "$res/kernel.tap" OK "$variant guest console has no kernel splat"
+fi
