@@ -48,9 +48,15 @@ selftests: kernel
 suite: setup
 	cd rust && cargo build --release --locked
 
+# CMD goes to the guest as one shell command line, KERNEL as one path: both
+# verbatim ($(value), no make expansion) through the environment, so no
+# quoting of theirs can break ours.
+vm: override CMD := $(value CMD)
+vm: override KERNEL := $(value KERNEL)
+export CMD KERNEL
 vm:
-	@[ -n "$(CMD)" ] || { echo 'usage: make vm CMD="command" [KERNEL=patched|stock|noksm|debug|PATH]'; exit 2; }
-	virtme/boot.sh --kernel "$$(source ci/lib.sh && case "$(KERNEL)" in /*|./*) echo "$(KERNEL)";; *) variant_out "$(KERNEL)";; esac)" -- sh -c '$(CMD)'
+	@[ -n "$$CMD" ] || { echo 'usage: make vm CMD="command" [KERNEL=patched|stock|noksm|debug|PATH]'; exit 2; }
+	virtme/boot.sh --kernel "$$(source ci/lib.sh && case "$$KERNEL" in */*) echo "$$KERNEL";; *) variant_out "$$KERNEL";; esac)" -- sh -c "$$CMD"
 
 patches: tree
 	ci/format-patches.sh

@@ -39,10 +39,11 @@ variant_check() {
 	cp "$(variant_out patched)/.config" "$dir/.config"
 	(
 		export PATH=$KERNEL_PATH
-		"$TREE/scripts/config" --file "$dir/.config" --disable "$option"
-		make -C "$TREE" O="$dir" -s olddefconfig
-		grep -q "^# CONFIG_$option is not set" "$dir/.config"
-		grep -q '^CONFIG_KSM=y' "$dir/.config"
+		# Called in an `if`, where set -e does not act: every step says so.
+		"$TREE/scripts/config" --file "$dir/.config" --disable "$option" || exit 1
+		make -C "$TREE" O="$dir" -s olddefconfig || exit 1
+		grep -q "^# CONFIG_$option is not set" "$dir/.config" || exit 1
+		grep -q '^CONFIG_KSM=y' "$dir/.config" || exit 1
 		run_logged "$dir/build.log" "build without $option" \
 			make -C "$TREE" O="$dir" CC="ccache gcc" CLIPPY=1 -j"$(nproc)" mm/ksm/
 	) >"$logs/$name.log" 2>&1
@@ -56,7 +57,7 @@ for check in "nokunit KSM_KUNIT_TEST" "nonuma NUMA"; do
 	fi
 done
 
-if PATH=$KERNEL_PATH make -C "$TREE" O="$out" -s rustdoc >"$logs/rustdoc.log" 2>&1; then
+if PATH=$KERNEL_PATH make -C "$TREE" O="$(variant_out patched)" -s rustdoc >"$logs/rustdoc.log" 2>&1; then
 	tap_line "$tap" OK "make rustdoc"
 else
 	tap_line "$tap" FAIL "make rustdoc" "see $logs/rustdoc.log"

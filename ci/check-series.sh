@@ -48,4 +48,6 @@ if [ -f "$out/.config" ]; then
 	else
 		tap_line "$tap" FAIL "kernel Rust is rustfmt-clean" "see $logs/rustfmtcheck.log"
 	fi
+else
+	tap_line "$tap" FAIL "kernel Rust is rustfmt-clean" "$out is not configured (make kernel)"
 fi

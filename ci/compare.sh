@@ -22,7 +22,7 @@ done
 verdicts() {
 	local dir=$1/guest
 	{
-		sed -nE 's/^(not ok|ok) - ([^#]*[^ #]).*$/\2\t\1/p' "$1/kernel.tap" | sed 's/^\(stock\|patched\) //' 
+		sed -nE 's/^(not ok|ok) - ([^#]*[^ #]).*$/\2\t\1/p' "$1/kernel.tap" | sed 's/^\(stock\|patched\) //'
 		sed -nE 's/^(not ok|ok) [0-9]+ ([^ #]+)( # SKIP.*)?$/\2\t\1\3/p' "$dir/conform.tap"
 		sed -nE 's/^(not ok|ok) [0-9]+ (.*) # SKIP.*$/functional: \2\tskip/p; s/^(not ok|ok) [0-9]+ ([^#]*)$/functional: \2\t\1/p' \
 			"$dir/ksm_functional_tests.tap"

@@ -34,7 +34,7 @@ done <<<"$subjects"
 rm -f "$KSMRS_ROOT"/patches/*.patch
 mv "$tmp"/*.patch "$KSMRS_ROOT/patches/"
 rmdir "$tmp"
-(cd "$KSMRS_ROOT/patches" && ls [0-9][0-9][0-9][0-9]-*.patch | grep -v '^0000-cover-letter' > series)
+(cd "$KSMRS_ROOT/patches" && printf '%s\n' [0-9][0-9][0-9][0-9]-*.patch | grep -v '^0000-cover-letter' > series)
 # The tree now is what patches/ describes: tell ci/tree.sh.
 record_series_stamp
 log "wrote $(wc -l < "$KSMRS_ROOT/patches/series") patches and the cover letter to patches/"

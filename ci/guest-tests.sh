@@ -15,8 +15,9 @@ res=${2:?usage: ci/guest-tests.sh VARIANT RESULTS}
 conform=$KSMRS_ROOT/rust/target/release/ksm-conform
 [ -x "$conform" ] || die "no $conform: build it with 'make suite'"
 out=$(variant_out "$variant")
-[ -f "$out/arch/x86/boot/bzImage" ] || "$KSMRS_ROOT/ci/kernel.sh" "$variant"
-[ -x "$KSMRS_CACHE/selftests/ksm_tests" ] || "$KSMRS_ROOT/ci/selftests.sh" >/dev/null
+# Both are incremental: seconds when nothing changed, and never a stale kernel.
+"$KSMRS_ROOT/ci/kernel.sh" "$variant"
+"$KSMRS_ROOT/ci/selftests.sh" >/dev/null
 
 guest=$res/guest
 mkdir -p "$guest"
@@ -38,10 +39,17 @@ for f in conform ksm_functional_tests selftests; do
 		tap_line "$res/guest-$f.tap" FAIL "guest $f" "no results"
 	fi
 done
+# ksm-conform: 0 all passed, 1 some failed; kselftest: 0, 1 and 4 (skip).
+if [ -f "$guest/conform.tap" ]; then
+	tap_complete "$res/guest-conform.tap" "$guest/conform.rc" "ksm-conform" 0 1
+fi
+if [ -f "$guest/ksm_functional_tests.tap" ]; then
+	tap_complete "$res/guest-ksm_functional_tests.tap" "$guest/ksm_functional_tests.rc" \
+		"ksm_functional_tests" 0 1 4
+fi
 # A kernel splat in the console is a failure however the tests went.
-splats='BUG:|WARNING:|Oops|Kernel panic|KASAN:|possible circular locking|inconsistent lock state|UBSAN:'
-if grep -qE "$splats" "$res/console.log" 2>/dev/null; then
-	grep -E "$splats" "$res/console.log" | head -n 5 >&2
+if grep -qE "$KSMRS_SPLATS" "$res/console.log" 2>/dev/null; then
+	grep -E "$KSMRS_SPLATS" "$res/console.log" | head -n 5 >&2
 	tap_line "$res/kernel.tap" FAIL "$variant guest console has no kernel splat" "see $res/console.log"
 else
 	tap_line "$res/kernel.tap" OK "$variant guest console has no kernel splat"

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # settings for the scripts that source this
 # Common settings for the ksm-rs scripts. Sourced, never run.
 #
 # Everything heavy (packages aside) lives under $KSMRS_CACHE, outside the
@@ -18,6 +18,7 @@ LINUX_SRC_SHA256=703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee
 # Pinned tools.
 BINDGEN_VERSION=0.73.2
 VIRTME_NG_VERSION=1.42
+NEXTEST_VERSION=0.9.143
 
 # Each source tree sits beside its output directories (out-<variant>) so the
 # path from any build to its source is the same "../src": with CCACHE_BASEDIR
@@ -30,6 +31,9 @@ export CCACHE_BASEDIR=$KSMRS_CACHE
 
 # The kernel wants Debian's rustc (it ships rust-src); userspace keeps rustup's.
 KERNEL_PATH=/usr/bin:$CARGO_TOOLS/bin:$PATH
+
+# What in a kernel console means the kernel went wrong, whatever the tests said.
+KSMRS_SPLATS='BUG:|WARNING:|Oops|Kernel panic|KASAN:|possible circular locking|inconsistent lock state|UBSAN:'
 
 log() { printf '\033[1m[ksm-rs]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[ksm-rs] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -45,8 +49,6 @@ STOCK_TREE=$KSMRS_CACHE/stock/src    # a worktree of $BASE_TAG
 variant_out() {
 	case "$1" in
 		stock) echo "$KSMRS_CACHE/stock/out-stock" ;;
-		nokunit) echo "$KSMRS_CACHE/linux/out-nokunit" ;;
-		nonuma) echo "$KSMRS_CACHE/linux/out-nonuma" ;;
 		*) echo "$KSMRS_CACHE/linux/out-$1" ;;
 	esac
 }
@@ -84,8 +86,13 @@ run_logged() {
 	local ticker=$!
 	tail -n +1 -f --pid="$pid" "$logf" 2>/dev/null | grep --line-buffered -E 'error:|warning:|Error [0-9]' >&2 &
 	local tailer=$!
+	# Killed ourselves (a CI time limit, a ^C that only we got): take the
+	# build and our helpers along rather than leave them running.
+	# shellcheck disable=SC2064 # the pids are known now
+	trap "kill $pid $ticker $tailer 2>/dev/null; exit 130" INT TERM
 	rc=0
 	wait "$pid" || rc=$?
+	trap - INT TERM
 	kill "$ticker" 2>/dev/null || true
 	wait "$tailer" "$ticker" 2>/dev/null || true
 	if [ "$rc" != 0 ]; then

@@ -10,7 +10,7 @@ grep -q 'VERSION_CODENAME=bookworm' /etc/os-release ||
 PACKAGES=(
 	# kernel build
 	build-essential flex bison bc libelf-dev libssl-dev dwarves cpio kmod
-	zstd xz-utils rsync ccache git python3
+	zstd xz-utils rsync ccache git python3 python3-venv
 	# scripts/checkpatch.pl runs scripts/spdxcheck.py
 	python3-ply python3-git
 	# kernel Rust: Debian's rustc ships the core library source
@@ -21,6 +21,8 @@ PACKAGES=(
 	libnuma-dev
 	# guests
 	qemu-system-x86 busybox-static
+	# make test lints the scripts
+	shellcheck
 )
 
 missing=()
@@ -37,20 +39,25 @@ fi
 # trixie-backports is only a source of linux-source-7.3 (and of the stock
 # Debian 7.3 image for the matrix): pinned so that nothing is ever upgraded
 # or installed from it.
-if [ ! -f /etc/apt/sources.list.d/ksm-rs-trixie-backports.sources ]; then
-	log "adding trixie-backports (download only, pinned to -1)"
-	cat > /etc/apt/sources.list.d/ksm-rs-trixie-backports.sources <<'SRC'
+sources=/etc/apt/sources.list.d/ksm-rs-trixie-backports.sources
+pin=/etc/apt/preferences.d/ksm-rs-trixie-backports
+if [ ! -f "$pin" ]; then
+	log "pinning trixie-backports to -1 (download only)"
+	cat > "$pin" <<'PIN'
+Package: *
+Pin: release n=trixie-backports
+Pin-Priority: -1
+PIN
+fi
+if [ ! -f "$sources" ]; then
+	log "adding trixie-backports"
+	cat > "$sources" <<'SRC'
 Types: deb
 URIs: http://deb.debian.org/debian
 Suites: trixie-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-	cat > /etc/apt/preferences.d/ksm-rs-trixie-backports <<'PIN'
-Package: *
-Pin: release n=trixie-backports
-Pin-Priority: -1
-PIN
 	apt-get update -q
 fi
 
@@ -71,12 +78,12 @@ if ! "$VENV/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
 	"$VENV/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
 fi
 
-# Userspace test tooling.
-for tool in cargo-nextest; do
-	command -v "$tool" >/dev/null || [ -x "$CARGO_TOOLS/bin/$tool" ] || {
-		log "installing $tool"
-		cargo install --locked --root "$CARGO_TOOLS" "$tool"
-	}
-done
+# The userspace tests run under cargo-nextest: this machine's if it is the
+# pinned version, else ours.
+if ! cargo-nextest --version 2>/dev/null | grep -q "^cargo-nextest $NEXTEST_VERSION " &&
+   ! "$CARGO_TOOLS/bin/cargo-nextest" --version 2>/dev/null | grep -q "^cargo-nextest $NEXTEST_VERSION "; then
+	log "building cargo-nextest $NEXTEST_VERSION (a few minutes)"
+	cargo install --locked --root "$CARGO_TOOLS" "cargo-nextest@$NEXTEST_VERSION"
+fi
 
 log "setup complete ($(/usr/bin/rustc --version), $("$CARGO_TOOLS/bin/bindgen" --version), virtme-ng $("$VENV/bin/vng" --version 2>&1 | awk '{print $2}'))"

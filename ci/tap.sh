@@ -13,6 +13,38 @@ tap_line() {
 	esac >>"$file"
 }
 
+# tap_check FILE NAME CMD...: run CMD, its output in a log beside FILE, and
+# append one result for it; a failure also shows the log's tail.
+tap_check() {
+	local file=$1 name=$2 logf
+	shift 2
+	logf="$(dirname "$file")/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+	if "$@" >"$logf" 2>&1; then
+		tap_line "$file" OK "$name"
+	else
+		tap_line "$file" FAIL "$name" "see $logf"
+		tail -n 30 "$logf" >&2
+	fi
+}
+
+# tap_complete TAP RCFILE NAME CODES...: a program that writes TAP can die
+# half-way and leave only passes behind. Append a failure to TAP unless the
+# program exited with one of CODES (its verdicts are in the TAP then) and
+# printed as many results as its plan (1..N) announced.
+tap_complete() {
+	local tap=$1 rcfile=$2 name=$3 rc plan results
+	shift 3
+	rc=$(cat "$rcfile" 2>/dev/null || echo none)
+	plan=$(sed -nE 's/^1\.\.([0-9]+).*/\1/p' "$tap" | head -n 1)
+	results=$(grep -cE '^(not )?ok [0-9]+' "$tap" || true)
+	case " $* " in
+		*" $rc "*) ;;
+		*) tap_line "$tap" FAIL "$name ran to the end" "exit status $rc"; return ;;
+	esac
+	[ "${plan:-none}" = "$results" ] ||
+		tap_line "$tap" FAIL "$name ran to the end" "plan 1..${plan:-?}, $results results"
+}
+
 # kunit_tap DMESG SUITE...: KUnit's test cases from a kernel log, as flat TAP
 # named suite.case; a suite that did not run at all is a failure.
 kunit_tap() {

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # `make test`: everything ksm-rs checks, from a fresh machine if need be.
+#   0. the rig's scripts: shellcheck
 #   1. userspace: rustfmt, clippy, and the test suite under cargo nextest
 #      (unit tests, and the conformance suite natively on this machine's kernel)
 #   2. the patched kernel: apply the series to 7.3 with git am, build
 #   3. the series: checkpatch --strict, rustfmt of the kernel's Rust
 #   4. boot the patched kernel under TCG (ci/guest-tests.sh), and in the
-#      guest: KUnit,
-#      the conformance suite, the kernel's own KSM selftests
+#      guest: KUnit, the conformance suite, the kernel's own KSM selftests
 # Every check is one TAP line in $RESULTS/*.tap; the last line of the output
 # is "N passed, N failed, N skipped", and the exit status is 0 only if no
 # check failed.
@@ -20,42 +20,59 @@ start=$(date +%s)
 
 stage() { log "== $* ($(since "$start") s)"; }
 
-# check FILE NAME CMD...: one TAP line for a command, its output in a log.
-check() {
-	local file=$1 name=$2 logf
-	shift 2
-	logf="$RESULTS/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
-	if "$@" >"$logf" 2>&1; then
-		tap_line "$file" OK "$name"
+# The results so far, however the run ends: the last line of the output is
+# the tally, and the exit status says whether anything failed.
+finish() {
+	local rc=$?
+	[ "$rc" = 0 ] || tap_line "$RESULTS/stages.tap" FAIL "make test ran to the end" "exit status $rc"
+	log "results in $RESULTS ($(since "$start") s in all)"
+	grep -sh '^not ok' "$RESULTS"/*.tap >&2 || true
+	summary=$(tally "$RESULTS"/*.tap)
+	echo "$summary"
+	case "$summary" in *" 0 failed"*) exit 0 ;; *) exit 1 ;; esac
+}
+trap finish EXIT
+
+# run_stage NAME CMD...: a stage whose own output shows (it reports progress),
+# and one result line saying whether it ran through.
+run_stage() {
+	local name=$1
+	shift
+	if "$@"; then
+		tap_line "$RESULTS/stages.tap" OK "$name"
 	else
-		tap_line "$file" FAIL "$name" "see $logf"
-		tail -n 20 "$logf" >&2
+		tap_line "$RESULTS/stages.tap" FAIL "$name" "exit status $?"
+		return 1
 	fi
 }
+passed() { grep -sqxF "ok - $2" "$RESULTS/$1"; }
 
 stage "setup"
-"$KSMRS_ROOT/ci/setup.sh"
+# Nothing runs without it; its failure is in the tally, which finish prints.
+run_stage "setup: packages and tools" "$KSMRS_ROOT/ci/setup.sh" || exit 0
+
+stage "scripts: shellcheck"
+tap_check "$RESULTS/scripts.tap" "scripts: shellcheck -S warning" \
+	shellcheck -x -P SCRIPTDIR -S warning "$KSMRS_ROOT"/ci/*.sh "$KSMRS_ROOT"/virtme/*.sh "$KSMRS_ROOT/.ci/run"
 
 stage "userspace: fmt, clippy, nextest"
-"$KSMRS_ROOT/ci/userspace-test.sh" "$RESULTS/userspace.tap"
+run_stage "userspace checks ran" "$KSMRS_ROOT/ci/userspace-test.sh" "$RESULTS/userspace.tap" || true
 
 stage "patched kernel: apply the series, build"
-"$KSMRS_ROOT/ci/tree.sh"
-check "$RESULTS/kernel.tap" "patched 7.3 kernel builds" "$KSMRS_ROOT/ci/kernel.sh" patched
-check "$RESULTS/kernel.tap" "KSM selftests build" "$KSMRS_ROOT/ci/selftests.sh"
-
-stage "series: git am, checkpatch, kernel rustfmt"
-"$KSMRS_ROOT/ci/check-series.sh" "$RESULTS/series.tap"
-
-stage "patched kernel: guest run"
-if grep -q '^not ok - patched 7.3 kernel builds' "$RESULTS/kernel.tap"; then
-	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "the kernel did not build"
-elif ! "$KSMRS_ROOT/ci/guest-tests.sh" patched "$RESULTS"; then
-	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "could not run"
+if run_stage "the 7.3 tree with the series applied" "$KSMRS_ROOT/ci/tree.sh"; then
+	tap_check "$RESULTS/kernel.tap" "patched 7.3 kernel builds" "$KSMRS_ROOT/ci/kernel.sh" patched
+	passed kernel.tap "patched 7.3 kernel builds" &&
+		tap_check "$RESULTS/kernel.tap" "KSM selftests build" "$KSMRS_ROOT/ci/selftests.sh"
 fi
 
-log "results in $RESULTS ($(since "$start") s in all)"
-grep -h '^not ok' "$RESULTS"/*.tap >&2 || true
-summary=$(tally "$RESULTS"/*.tap)
-echo "$summary"
-case "$summary" in *" 0 failed"*) exit 0 ;; *) exit 1 ;; esac
+stage "series: git am, checkpatch, kernel rustfmt"
+run_stage "series checks ran" "$KSMRS_ROOT/ci/check-series.sh" "$RESULTS/series.tap" || true
+
+stage "patched kernel: guest run"
+if ! passed kernel.tap "patched 7.3 kernel builds"; then
+	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "the kernel did not build"
+elif ! passed userspace.tap "rust: release build"; then
+	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "ksm-conform did not build"
+else
+	run_stage "patched kernel guest tests ran" "$KSMRS_ROOT/ci/guest-tests.sh" patched "$RESULTS" || true
+fi

@@ -11,8 +11,9 @@ fetch_source() {
 	mkdir -p "$dl"
 	if [ ! -f "$deb" ]; then
 		log "downloading $LINUX_SRC_PKG $LINUX_SRC_VERSION"
+		# (grep -v fails when it filters everything out: not our failure.)
 		(cd "$dl" && apt-get download -q "$LINUX_SRC_PKG=$LINUX_SRC_VERSION" 2>&1 |
-			grep -v 'Download is performed unsandboxed') || {
+			{ grep -v 'Download is performed unsandboxed' || true; }) || {
 			seen=$(apt-cache madison "$LINUX_SRC_PKG" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' | paste -sd' ')
 			die "$LINUX_SRC_PKG $LINUX_SRC_VERSION is not downloadable; apt sees: ${seen:-no version at all} (run ci/setup.sh, or update LINUX_SRC_VERSION and LINUX_SRC_SHA256 in ci/lib.sh deliberately)"
 		}
@@ -24,6 +25,8 @@ fetch_source() {
 unpack_base() {
 	local tmp
 	tmp=$(mktemp -d "$KSMRS_CACHE/unpack.XXXXXX")
+	# shellcheck disable=SC2064 # this tmp
+	trap "rm -rf '$tmp'" EXIT
 	log "unpacking the 7.3 source (about 1 min)"
 	dpkg-deb -x "$deb" "$tmp/deb"
 	mkdir "$tmp/linux"
@@ -40,6 +43,7 @@ unpack_base() {
 	rm -rf "$TREE"
 	mv "$tmp/linux" "$TREE"
 	rmdir "$tmp"
+	trap - EXIT
 }
 
 apply_series() {

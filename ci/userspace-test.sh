@@ -7,22 +7,12 @@ source "$KSMRS_ROOT/ci/tap.sh"
 tap=${1:?usage: ci/userspace-test.sh TAPFILE}
 logs=$(dirname "$tap")
 cd "$KSMRS_ROOT/rust"
+# cargo-nextest: ci/setup.sh builds the pinned one there if this machine lacks it.
+export PATH=$CARGO_TOOLS/bin:$PATH
 
-step() {
-	local name=$1 logf
-	shift
-	logf="$logs/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
-	if "$@" >"$logf" 2>&1; then
-		tap_line "$tap" OK "$name"
-	else
-		tap_line "$tap" FAIL "$name" "see $logf"
-		tail -n 30 "$logf" >&2
-	fi
-}
-
-step "rust: cargo fmt --check" cargo fmt --all -- --check
-step "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
-step "rust: release build" cargo build --workspace --release --locked
+tap_check "$tap" "rust: cargo fmt --check" cargo fmt --all -- --check
+tap_check "$tap" "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+tap_check "$tap" "rust: release build" cargo build --workspace --release --locked
 
 log "cargo nextest run (the conformance suite runs natively as root)"
 set +e

@@ -39,12 +39,16 @@ if [ -f "$kernel/arch/x86/boot/bzImage" ]; then
 	image=$kernel/arch/x86/boot/bzImage
 elif [ -f "$kernel" ]; then
 	image=$kernel
-elif compgen -G "$kernel/usr/lib/modules/*/vmlinuz" >/dev/null; then
-	image=$(echo "$kernel"/usr/lib/modules/*/vmlinuz)
-elif compgen -G "$kernel/boot/vmlinuz-*" >/dev/null; then
-	image=$(echo "$kernel"/boot/vmlinuz-*)
 else
-	die "no kernel image at $kernel (build one with ci/kernel.sh, or unpack a Debian kernel)"
+	images=()
+	for i in "$kernel"/usr/lib/modules/*/vmlinuz "$kernel"/boot/vmlinuz-*; do
+		if [ -f "$i" ]; then images+=("$i"); fi
+	done
+	[ ${#images[@]} -gt 0 ] ||
+		die "no kernel image at $kernel (build one with ci/kernel.sh, or unpack a Debian kernel)"
+	[ ${#images[@]} = 1 ] ||
+		die "several kernel images under $kernel (${images[*]}): pass one with --kernel"
+	image=${images[0]}
 fi
 
 mem_mb=$(numfmt --from=iec "${memory}" 2>/dev/null) || die "--memory: bad size '$memory'"
@@ -77,12 +81,12 @@ PATH=$VENV/bin:$PATH timeout -k 10 "$timeout" vng --run "$image" --disable-kvm -
 	--cpus "$nodes" --memory "${mem_mb}M" "${numa[@]}" "${rw[@]}" "${smp[@]}" \
 	--append "proc_mem.force_override=always" \
 	-- "$KSMRS_ROOT/virtme/guest-exec.sh" "$@" \
-	2> >(awk -v start="$start" -v logf="$logfile" '
+	2> >(awk -v start="$start" -v logf="$logfile" -v splats="$KSMRS_SPLATS" '
 		{ print > logf; fflush(logf) }
 		!up && /virtme-ng-init:|Run \/init|Freeing unused kernel/ {
 			up = 1; printf "[guest] kernel up after %d s\n", systime() - start > "/dev/stderr"
 		}
-		/Kernel panic|BUG:|WARNING:|Oops|KASAN|possible circular|lockdep/ { print "[guest console] " $0 > "/dev/stderr" }
+		$0 ~ splats { print "[guest console] " $0 > "/dev/stderr" }
 	') | cat
 rc=${PIPESTATUS[0]}
 set -e

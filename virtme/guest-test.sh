@@ -6,6 +6,7 @@
 #   conform.tap/.json   the conformance suite (CONFORM, skipped if empty)
 #   selftests.tap       the kernel's KSM selftests, one TAP line per run
 #   ksm_functional_tests.tap  that program's own TAP
+#   conform.rc, ksm_functional_tests.rc  their exit statuses (a crash shows)
 # Its exit status is 0 unless it could not run at all: results are judged on
 # the host.
 set -u
@@ -21,14 +22,16 @@ fi
 
 if [ -n "$conform" ]; then
 	echo "guest: conformance suite"
-	"$conform" --json "$res/conform.json" "$@" | tee "$res/conform.tap"
+	{ "$conform" --json "$res/conform.json" "$@"; echo $? > "$res/conform.rc"; } |
+		tee "$res/conform.tap"
 fi
 
 if [ -n "$selftests" ]; then
 	# ksm_functional_tests re-executes ./ksm_functional_tests: run from there.
 	cd "$selftests" || exit 1
 	echo "guest: ksm_functional_tests"
-	./ksm_functional_tests 2>&1 | tee "$res/ksm_functional_tests.tap"
+	{ ./ksm_functional_tests 2>&1; echo $? > "$res/ksm_functional_tests.rc"; } |
+		tee "$res/ksm_functional_tests.tap"
 	# The ksm_tests variants that run_vmtests.sh runs (-t ksm, ksm_numa).
 	# ksm_tests -N expects a page to merge within two full scans of its
 	# twin, but smart_scan (on by default since 6.7) skips a page that
