@@ -212,8 +212,9 @@ fn kernels(md: &mut String, columns: &[Column]) {
     let _ = writeln!(
         md,
         "\n\"kernel ready\" is the download and unpacking of Debian's packages, or our \
-         build when it was missing; \"boot + run\" the guest from start to exit, or the \
-         native run. Sum over the columns: {total} s.\n"
+         build (ci/kernel.sh, incremental: short when the tree did not change); \"boot + \
+         run\" the guest from start to exit, or the native run. Sum over the columns: \
+         {total} s.\n"
     );
     let waits: Vec<String> = columns
         .iter()
