@@ -105,12 +105,15 @@ pub fn select(
             return Err(format!("unknown test {t:?} (see --list)"));
         }
     }
+    let named = |c: &&'static Check| {
+        (groups.is_empty() || groups.iter().any(|g| g == c.group()))
+            && (tests.is_empty() || tests.iter().any(|t| t == c.name))
+    };
     let selected: Vec<&'static Check> = all
         .iter()
         .copied()
+        .filter(named)
         .filter(|c| c.for_kernel_without_ksm() == without_ksm)
-        .filter(|c| groups.is_empty() || groups.iter().any(|g| g == c.group()))
-        .filter(|c| tests.is_empty() || tests.iter().any(|t| t == c.name))
         .collect();
     if selected.is_empty() {
         let asked: Vec<String> = groups
@@ -118,19 +121,14 @@ pub fn select(
             .map(|g| format!("--group {g}"))
             .chain(tests.iter().map(|t| format!("--test {t}")))
             .collect();
-        return Err(format!(
-            "no check selected: {} {}",
-            if asked.is_empty() {
-                "the registry".to_string()
-            } else {
-                asked.join(" ")
-            },
-            if without_ksm {
-                "has no check for a kernel without KSM (--without-ksm)"
-            } else {
-                "has no check for a kernel with KSM (those for a kernel without it need --without-ksm)"
-            }
-        ));
+        let why = if !all.iter().any(named) {
+            "no check matches them all"
+        } else if without_ksm {
+            "none of the checks named is for a kernel without KSM (--without-ksm)"
+        } else {
+            "the checks named are for a kernel without KSM only (run them with --without-ksm)"
+        };
+        return Err(format!("no check selected by {}: {why}", asked.join(" ")));
     }
     Ok(selected)
 }
@@ -148,9 +146,9 @@ mod tests {
     #[rstest]
     #[case::all_with_ksm(&[], &[], false, Ok(None))]
     #[case::group_without_ksm(&["madvise"], &[], true, Ok(Some(&["madvise/einval_without_ksm"][..])))]
-    #[case::ksm_group_without_ksm(&["scan"], &[], true, Err("no check selected: --group scan has no check for a kernel without KSM"))]
-    #[case::no_ksm_test_with_ksm(&[], &["sysfs/absent_without_ksm"], false, Err("no check selected: --test sysfs/absent_without_ksm has no check for a kernel with KSM"))]
-    #[case::test_outside_group(&["madvise"], &["sysfs/boot_defaults"], false, Err("no check selected: --group madvise --test sysfs/boot_defaults"))]
+    #[case::ksm_group_without_ksm(&["scan"], &[], true, Err("no check selected by --group scan: none of the checks named is for a kernel without KSM"))]
+    #[case::no_ksm_test_with_ksm(&[], &["sysfs/absent_without_ksm"], false, Err("no check selected by --test sysfs/absent_without_ksm: the checks named are for a kernel without KSM only"))]
+    #[case::test_outside_group(&["madvise"], &["sysfs/boot_defaults"], false, Err("no check selected by --group madvise --test sysfs/boot_defaults: no check matches them all"))]
     #[case::unknown_group(&["nope"], &[], false, Err("unknown group \"nope\""))]
     #[case::unknown_test(&[], &["run/nope"], false, Err("unknown test \"run/nope\""))]
     fn selection(
