@@ -77,15 +77,19 @@ pub struct Recovered {
 impl Recovered {
     /// One line for the output, or None if the last run left nothing.
     pub fn describe(&self) -> Option<String> {
-        if self.knobs == 0 && self.undone.is_empty() {
-            return None;
+        let undone: Vec<String> = self.undone.iter().rev().map(Undo::to_string).collect();
+        match (self.knobs, undone.is_empty()) {
+            (0, true) => None,
+            (0, false) => Some(format!(
+                "undid what an interrupted run left: {}",
+                undone.join("; ")
+            )),
+            (n, true) => Some(format!("restored {n} knobs left by an interrupted run")),
+            (n, false) => Some(format!(
+                "restored {n} knobs left by an interrupted run, and undid: {}",
+                undone.join("; ")
+            )),
         }
-        let mut line = format!("restored {} knobs left by an interrupted run", self.knobs);
-        if !self.undone.is_empty() {
-            let undone: Vec<String> = self.undone.iter().rev().map(Undo::to_string).collect();
-            line.push_str(&format!(", and undid: {}", undone.join("; ")));
-        }
-        Some(line)
     }
 }
 
