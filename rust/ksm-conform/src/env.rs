@@ -123,7 +123,7 @@ impl Env {
 /// KPF_KSM in /proc/kpageflags for a private anonymous page of ours that
 /// was never advised MADV_MERGEABLE; an error if the flags cannot be read
 /// (no /proc/kpageflags, or page frames hidden without CAP_SYS_ADMIN).
-pub fn kpf_ksm_of_a_never_advised_page() -> Result<bool, String> {
+fn kpf_ksm_of_a_never_advised_page() -> Result<bool, String> {
     if std::fs::File::open("/proc/kpageflags").is_err() {
         return Err("/proc/kpageflags is not readable".into());
     }

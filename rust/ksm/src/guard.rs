@@ -116,7 +116,6 @@ impl Session {
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
-            .read(true)
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::file("open", &lock_path, e))?;
@@ -157,6 +156,7 @@ impl Session {
     /// Make a change outside the knobs that `undo` reverses. `undo` is
     /// journaled before `change` runs, so that a signal, or the next run
     /// after a SIGKILL, undoes it; if `change` fails it is forgotten again.
+    /// `change` runs with the journal locked and must not call the session.
     pub fn change<T>(&self, undo: Undo, change: impl FnOnce() -> Result<T>) -> Result<T> {
         self.assert_owner();
         recordable(&undo)?;
