@@ -42,13 +42,18 @@ dest=$KSMRS_CACHE/debian-kernels/$name
 stamp=$dest/root/.ksm-rs-unpacked
 mkdir -p "$dl"
 
-# What apt can see of the same family, for the message when a pin is gone.
-apt_sees() {
+# For the message when a pin is gone: the versions apt sees of package $1 ...
+versions_of() {
+	apt-cache madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' | paste -sd, -
+}
+
+# ... and the newest packages of the same family, with theirs.
+family_seen() {
 	local pkgs p
 	pkgs=$(apt-cache search --names-only "$(debian_family "$name")" 2>/dev/null | awk '{print $1}' | sort -V | tail -n 6)
-	[ -n "$pkgs" ] || { echo "no package of that family (run 'apt-get update', and ci/setup.sh for trixie-backports)"; return; }
+	[ -n "$pkgs" ] || { echo "none (run 'apt-get update', and ci/setup.sh for trixie-backports)"; return; }
 	for p in $pkgs; do
-		printf "%s=%s " "$p" "$(apt-cache madison "$p" | awk -F'|' '{gsub(/ /,"",$2); print $2}' | paste -sd, -)"
+		printf "%s=%s " "$p" "$(versions_of "$p")"
 	done
 }
 
@@ -62,7 +67,8 @@ for pin in $pins; do
 	log "$name: downloading $pin"
 	out=$(cd "$dl" && apt-get download -q "$pin" 2>&1) || {
 		printf '%s\n' "$out" | grep -v 'unsandboxed' >&2
-		die "$name: $pin is not downloadable from the mirror; apt sees: $(apt_sees). Update the pin in ci/debian-kernel.sh deliberately."
+		seen=$(versions_of "$pkg")
+		die "$name: $pin is not downloadable from the mirror; apt sees $pkg at: ${seen:-no version at all}; of its family: $(family_seen). Update the pin in ci/debian-kernel.sh deliberately."
 	}
 	[ -f "$deb" ] || die "$name: apt-get download $pin left no $deb"
 done
@@ -72,15 +78,21 @@ if [ "$(cat "$stamp" 2>/dev/null)" = "$pins" ]; then
 	log "$name: reusing $dest/root"
 else
 	log "$name: unpacking ${pins// /, }"
+	# The half-unpacked directory goes however the script ends, interrupted
+	# included (a signal becomes an exit, which runs the EXIT trap).
+	tmp=""
+	trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
+	trap 'exit 129' HUP
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
 	tmp=$(mktemp -d "$KSMRS_CACHE/debian-kernels/unpack.XXXXXX")
 	for deb in "${debs[@]}"; do
-		dpkg-deb -x "$deb" "$tmp/root" || { rm -rf "$tmp"; die "$name: dpkg-deb -x $deb failed"; }
+		dpkg-deb -x "$deb" "$tmp/root" || die "$name: dpkg-deb -x $deb failed"
 	done
 	echo "$pins" >"$tmp/root/.ksm-rs-unpacked"
 	mkdir -p "$dest"
 	rm -rf "$dest/root"
 	mv "$tmp/root" "$dest/root"
-	rmdir "$tmp"
 fi
 compgen -G "$dest/root/boot/vmlinuz-*" >/dev/null || compgen -G "$dest/root/usr/lib/modules/*/vmlinuz" >/dev/null ||
 	die "$name: no kernel image in $dest/root (packaging changed?)"

@@ -3,7 +3,8 @@
 #   ci/matrix.sh [KERNEL...]     (default: all, in this order)
 #
 #   debian-6.1 debian-6.12 debian-7.3   stock Debian kernels (ci/debian-kernel.sh)
-#   stock noksm patched                 our 7.3 builds (ci/kernel.sh; built if missing)
+#   stock noksm patched                 our 7.3 builds (ci/kernel.sh, always run:
+#                                       it is incremental)
 #   native                              this machine's running kernel, as root
 #
 # Each guest is freshly booted with virtme/boot.sh (TCG, 2 NUMA nodes, zram
@@ -11,6 +12,7 @@
 #   out/matrix/<kernel>/      console.log, run.log, dmesg.txt, sysfs.txt
 #   docs/matrix/<kernel>.json the suite's JSON report, .tap its TAP output
 #   docs/matrix/<kernel>.run  what ran, when, how long, and how it ended
+#                             (written last, after the .json and .tap)
 #   docs/conformance-matrix.md  the table, regenerated from every .run file
 #                             (and docs/matrix/summary.md, a reading by hand)
 # A column that cannot be built, fetched or booted, or whose guest times out,
@@ -27,6 +29,8 @@ CONFORM=$KSMRS_ROOT/rust/target/release/ksm-conform
 GENERATE=$KSMRS_ROOT/rust/target/release/ksm-matrix
 DOCS=$KSMRS_ROOT/docs/matrix
 OUT=$KSMRS_ROOT/out/matrix
+# Kernel warnings worth a note in a column (extended regex; ci/lib.sh's list).
+SPLATS=${KSMRS_SPLATS:-'BUG:|WARNING:|Oops|Kernel panic|KASAN:|possible circular locking|inconsistent lock state|UBSAN:'}
 
 # Which kernels, checked before anything runs.
 kernels=()
@@ -41,6 +45,8 @@ for k in "$@"; do
 done
 [ ${#kernels[@]} -gt 0 ] || kernels=("${ALL_KERNELS[@]}")
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "MATRIX_TIMEOUT must be seconds, got '$TIMEOUT'"
+[[ $QEMU_WAIT =~ ^[0-9]+$ ]] || die "MATRIX_QEMU_WAIT must be seconds, got '$QEMU_WAIT'"
+[[ $BUILD_WAIT =~ ^[0-9]+$ ]] || die "MATRIX_BUILD_WAIT must be seconds, got '$BUILD_WAIT'"
 [ "$(id -u)" = 0 ] || die "the matrix needs root (the native column, and guests run the suite as root)"
 
 # What `make suite` does, after the names were checked: a typo in KERNELS
@@ -91,9 +97,34 @@ tee_stderr() {
 	return "$rc"
 }
 
+# build_variant K TREE FILE: make the kernel trees if TREE is missing, write
+# to FILE the commit of TREE the build starts from ("<sha>", or "<sha> dirty"
+# with uncommitted changes to tracked files), and build K with ci/kernel.sh,
+# which is incremental: the bzImage is then what TREE holds.
+# shellcheck disable=SC2317 # run through tee_stderr
+build_variant() {
+	local sha
+	{ [ -f "$2/Makefile" ] || "$KSMRS_ROOT/ci/tree.sh"; } &&
+		sha=$(tgit -C "$2" rev-parse HEAD) &&
+		if [ -n "$(tgit -C "$2" status --porcelain --untracked-files=no)" ]; then
+			echo "$sha dirty"
+		else
+			echo "$sha"
+		fi >"$3" &&
+		"$KSMRS_ROOT/ci/kernel.sh" "$1"
+}
+
+# describe_build TREE FILE: 'commit <short> "<subject>"' for what
+# build_variant wrote to FILE.
+describe_build() {
+	local sha dirty
+	read -r sha dirty <"$2" || return 0
+	printf 'commit %s%s' "$(tgit -C "$1" log -1 --format='%h "%s"' "$sha")" "${dirty:+ with uncommitted changes}"
+}
+
 # run_column K: fetch or build, boot, run; leaves docs/matrix/K.{run,json,tap}.
 run_column() {
-	local k=$1 res=$OUT/$1 kernel="" config="" title="" how="" status=ok reason=""
+	local k=$1 res=$OUT/$1 kernel="" config="" title="" how="" status=ok reason="" tree="" from=""
 	local started t0 t1 tb linux_version splat fetch_s=0 wait_s=0 build_wait=0 run_s=0 rc=0 args=(--fresh-boot)
 	rm -rf "$res"
 	mkdir -p "$res"
@@ -114,23 +145,25 @@ run_column() {
 			;;
 		stock|noksm|patched)
 			kernel=$(variant_out "$k")
+			tree=$TREE
+			[ "$k" = stock ] && tree=$STOCK_TREE
 			tb=$(date +%s)
 			wait_for_build "$k" || status=failed reason="ci/kernel.sh $k was still running after ${BUILD_WAIT}s"
 			build_wait=$(($(date +%s) - tb))
-			if [ "$status" = ok ] && [ ! -f "$kernel/arch/x86/boot/bzImage" ]; then
-				log "[$k] build: no $kernel/arch/x86/boot/bzImage, running ci/kernel.sh $k"
-				# shellcheck disable=SC2016 # expanded by the inner bash
-				if ! tee_stderr "$res/build.log" bash -c '"$1/ci/tree.sh" && "$1/ci/kernel.sh" "$2"' - "$KSMRS_ROOT" "$k"; then
+			if [ "$status" = ok ]; then
+				# Always, not only when no bzImage is there: an up to date build
+				# costs little, and a stale one would not be what the tree holds.
+				log "[$k] build: ci/kernel.sh $k ($tree)"
+				if ! tee_stderr "$res/build.log" build_variant "$k" "$tree" "$res/built-from"; then
 					status=failed reason="ci/kernel.sh $k failed: $(last_error "$res/build.log")"
 				fi
-			elif [ "$status" = ok ]; then
-				log "[$k] build: using $kernel (built $(date -u -r "$kernel/arch/x86/boot/bzImage" '+%F %R UTC'))"
 			fi
+			[ -s "$res/built-from" ] && from=$(describe_build "$tree" "$res/built-from")
 			config=$kernel/.config
 			case "$k" in
-				stock) title="our 7.3 build, pristine ($LINUX_SRC_PKG $LINUX_SRC_VERSION; kernel-config base, mm, rust)" ;;
-				noksm) title="our 7.3 build with the series, CONFIG_KSM=n (kernel-config base, mm, rust, noksm)" ;;
-				patched) title="our 7.3 build with the series ($(tgit -C "$TREE" log -1 --format=%s 2>/dev/null || echo "patches/series"); kernel-config base, mm, rust, ksm-rs)" ;;
+				stock) title="our 7.3 build, pristine ($LINUX_SRC_PKG $LINUX_SRC_VERSION${from:+, $from}; kernel-config base, mm, rust)" ;;
+				noksm) title="our 7.3 build with the series${from:+ at $from}, CONFIG_KSM=n (kernel-config base, mm, rust, noksm)" ;;
+				patched) title="our 7.3 build with the series${from:+ at $from} (kernel-config base, mm, rust, ksm-rs)" ;;
 			esac
 			[ -f "$kernel/arch/x86/boot/bzImage" ] &&
 				title="$title, built $(date -u -r "$kernel/arch/x86/boot/bzImage" '+%F %R UTC')"
@@ -157,12 +190,9 @@ run_column() {
 	t1=$(date +%s)
 	if [ "$status" = ok ] && [ "$k" = native ]; then
 		log "[$k] run: ksm-conform on $(uname -r)"
-		: >"$res/sysfs.txt"
-		for f in /sys/kernel/mm/ksm/*; do
-			if [ -f "$f" ]; then echo "${f##*/} $(tr -d '\n' <"$f")" >>"$res/sysfs.txt"; fi
-		done
+		"$KSMRS_ROOT/virtme/guest-matrix.sh" --record-sysfs "$res/sysfs.txt"
 		tee_stderr "$res/run.log" "$CONFORM" --json "$res/conform.json" | tee "$res/conform.tap" || rc=$?
-		[ -f "$res/conform.json" ] || status=failed reason="ksm-conform exited with $rc and wrote no report: $(tail -n 1 "$res/run.log")"
+		[ -f "$res/conform.json" ] || status=failed reason="ksm-conform exited with $rc and wrote no report: $(last_error "$res/run.log")"
 	elif [ "$status" = ok ]; then
 		log "[$k] boot and run: $kernel"
 		tee_stderr "$res/run.log" "$KSMRS_ROOT/virtme/boot.sh" --kernel "$kernel" --rwdir "$res" --log "$res/console.log" \
@@ -176,19 +206,12 @@ run_column() {
 	fi
 	run_s=$(($(date +%s) - t1))
 
-	# Results beside the docs; a failed column leaves no stale report behind.
-	rm -f "$DOCS/$k.json" "$DOCS/$k.tap"
-	if [ "$status" = ok ]; then
-		cp "$res/conform.json" "$DOCS/$k.json"
-		cp "$res/conform.tap" "$DOCS/$k.tap"
-	fi
 	if [ "$k" = native ]; then
 		linux_version=$(cat /proc/version)
 	else
 		linux_version=$(grep -m1 -o 'Linux version .*' "$res/dmesg.txt" 2>/dev/null) || true
 	fi
-	splat=$(grep -m1 -E 'BUG:|WARNING:|Oops|Kernel panic|KASAN:|possible circular locking' "$res/console.log" 2>/dev/null |
-		sed -E 's/^\[ *[0-9.]+\] //') || true
+	splat=$(grep -m1 -E "$SPLATS" "$res/console.log" 2>/dev/null | sed -E 's/^\[ *[0-9.]+\] //') || true
 	{
 		echo "kernel=$k"
 		echo "title=$title"
@@ -206,7 +229,18 @@ run_column() {
 		[ "$status" = ok ] && echo "report=$k.json" && echo "tap=$k.tap"
 		if [ -s "$res/sysfs.txt" ]; then sed 's/^\([^ ]*\) \{0,1\}/sysfs.\1=/' "$res/sysfs.txt"; fi
 	} >"$DOCS/$k.run.tmp"
-	mv "$DOCS/$k.run.tmp" "$DOCS/$k.run"
+	# Results beside the docs, each renamed into place, the .run last: it is
+	# what names the others. A failed column leaves no stale report behind.
+	if [ "$status" = ok ]; then
+		cp "$res/conform.json" "$DOCS/$k.json.tmp"
+		cp "$res/conform.tap" "$DOCS/$k.tap.tmp"
+		mv "$DOCS/$k.json.tmp" "$DOCS/$k.json"
+		mv "$DOCS/$k.tap.tmp" "$DOCS/$k.tap"
+		mv "$DOCS/$k.run.tmp" "$DOCS/$k.run"
+	else
+		mv "$DOCS/$k.run.tmp" "$DOCS/$k.run"
+		rm -f "$DOCS/$k.json" "$DOCS/$k.tap"
+	fi
 
 	if [ "$status" = ok ]; then
 		log "[$k] done: $(tail -n 1 "$res/conform.tap") (kernel ${fetch_s}s, waited ${wait_s}s, run ${run_s}s)"
@@ -229,8 +263,13 @@ log "writing docs/conformance-matrix.md from ${#runs[@]} column(s)"
 # docs/matrix/summary.md, if there, is a reading of the results by hand.
 summary=()
 [ -f "$DOCS/summary.md" ] && summary=(--summary "$DOCS/summary.md")
-"$GENERATE" --out "$KSMRS_ROOT/docs/conformance-matrix.md" "${summary[@]}" \
-	--pair stock,patched --pair debian-7.3,stock "${runs[@]}"
+# Pairs compared check by check, of the columns there are (ksm-matrix refuses
+# a pair naming a missing one).
+pairs=()
+for p in stock,patched debian-7.3,stock; do
+	[ -f "$DOCS/${p%,*}.run" ] && [ -f "$DOCS/${p#*,}.run" ] && pairs+=(--pair "$p")
+done
+"$GENERATE" --out "$KSMRS_ROOT/docs/conformance-matrix.md" "${summary[@]}" "${pairs[@]}" "${runs[@]}"
 
 total=$(since "$matrix_start")
 echo

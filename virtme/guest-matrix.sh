@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs inside a matrix guest (see ci/matrix.sh):
 #   guest-matrix.sh CONFIG RESULTS CONFORM [ksm-conform args...]
+# or, for the native column, only records the KSM sysfs files:
+#   guest-matrix.sh --record-sysfs FILE
 # CONFIG is the kernel's build configuration on the host, or empty. The
 # guest's root is the host's, whose /boot has no config of this kernel;
 # ksm-conform reads /proc/config.gz or /boot/config-$(uname -r), so a kernel
@@ -9,6 +11,19 @@
 # recorded in RESULTS/sysfs.txt ("name value" lines), then guest-test.sh
 # runs the suite (no kernel selftests).
 set -u
+
+# record_sysfs FILE: /sys/kernel/mm/ksm as "name value" lines (none without KSM).
+record_sysfs() {
+	: >"$1"
+	for f in /sys/kernel/mm/ksm/*; do
+		if [ -f "$f" ]; then echo "${f##*/} $(tr -d '\n' <"$f" 2>/dev/null)" >>"$1"; fi
+	done
+}
+
+if [ "${1:-}" = --record-sysfs ]; then
+	record_sysfs "$2"
+	exit
+fi
 config=$1 res=$2
 shift 2
 mkdir -p "$res"
@@ -18,8 +33,5 @@ if [ -n "$config" ] && [ ! -e /proc/config.gz ] && [ ! -e "/boot/config-$release
 		cp "$config" "/boot/config-$release" &&
 		echo "guest: $config as /boot/config-$release"
 fi
-: >"$res/sysfs.txt"
-for f in /sys/kernel/mm/ksm/*; do
-	[ -f "$f" ] && echo "${f##*/} $(tr -d '\n' <"$f" 2>/dev/null)" >>"$res/sysfs.txt"
-done
+record_sysfs "$res/sysfs.txt"
 exec "$(dirname "$0")/guest-test.sh" "$res" "" "$@"

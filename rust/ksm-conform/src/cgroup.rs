@@ -1,11 +1,18 @@
 //! A memory-limited cgroup for the memory-pressure checks: cgroup v2
 //! (memory.max) where its memory controller is available, else cgroup v1
 //! (memory.limit_in_bytes), as on hosts that still mount the v1 hierarchy.
+//! What creating one changes (the group, and the memory controller enabled
+//! for the children of a v2 root) is journaled through the session: undone
+//! by [`Group::remove`], or by a signal or the next run if this one dies.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+
+use ksm::{Session, Undo};
+use nix::errno::Errno;
+
+use crate::ctx::{CheckResult, Fail};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Memcg {
@@ -45,76 +52,69 @@ impl Memcg {
         })
     }
 
-    fn root(&self) -> &Path {
-        match self {
-            Memcg::V2(r) | Memcg::V1(r) => r,
-        }
-    }
-
-    /// Remove empty groups named `<prefix><pid>` whose process is gone: what
-    /// a run killed with SIGKILL leaves. Returns their names.
-    pub fn remove_stale(&self, prefix: &str) -> Vec<String> {
-        let Ok(dir) = fs::read_dir(self.root()) else {
-            return Vec::new();
-        };
-        let mut removed = Vec::new();
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_prefix(prefix)
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                continue;
-            }
-            if fs::remove_dir(entry.path()).is_ok() {
-                removed.push(name);
-            }
-        }
-        removed
-    }
-
-    pub fn create(&self, name: &str) -> io::Result<Group> {
+    /// Create the group `name` under the hierarchy's root.
+    pub fn create<'s>(&self, session: &'s Session, name: &str) -> CheckResult<Group<'s>> {
         let (root, v2) = match self {
             Memcg::V2(r) => (r, true),
             Memcg::V1(r) => (r, false),
         };
-        let mut enabled_memory = false;
+        // Made first: if a step below fails, dropping it undoes the others.
+        let mut group = Group {
+            session,
+            dir: root.join(name),
+            v2,
+            made: Vec::new(),
+        };
         if v2 {
             let control = root.join("cgroup.subtree_control");
-            if !fs::read_to_string(&control)?
-                .split_whitespace()
-                .any(|c| c == "memory")
-            {
-                fs::write(&control, "+memory")?;
-                enabled_memory = true;
+            let enabled = fs::read_to_string(&control)
+                .map_err(|e| Fail::Failed(format!("{}: {e}", control.display())))?;
+            if !enabled.split_whitespace().any(|c| c == "memory") {
+                let undo = Undo::Write {
+                    path: control.clone(),
+                    value: "-memory".into(),
+                };
+                session
+                    .change(undo.clone(), || {
+                        fs::write(&control, "+memory")
+                            .map_err(|e| ksm::Error::file("write +memory to", &control, e))
+                    })
+                    .map_err(enabling_failed)?;
+                group.made.push(undo);
             }
         }
-        let dir = root.join(name);
-        fs::create_dir(&dir)?;
-        Ok(Group {
-            dir,
-            v2,
-            enabled_memory,
-            root: root.clone(),
-            removed: false,
-        })
+        let undo = Undo::RemoveCgroup(group.dir.clone());
+        session.change(undo.clone(), || {
+            fs::create_dir(&group.dir).map_err(|e| ksm::Error::file("mkdir", &group.dir, e))
+        })?;
+        group.made.push(undo);
+        Ok(group)
     }
 }
 
-pub struct Group {
-    dir: PathBuf,
-    v2: bool,
-    root: PathBuf,
-    /// create() enabled the memory controller for the root's children and
-    /// remove() must disable it again.
-    enabled_memory: bool,
-    removed: bool,
+/// EBUSY from "+memory": the v2 root has processes of its own (it is a
+/// container's root, not the machine's), so no child of it can have a
+/// memory controller. That is this machine's limit, not a kernel failure.
+fn enabling_failed(e: ksm::Error) -> Fail {
+    if e.errno() == Some(Errno::EBUSY) {
+        Fail::Skip(format!(
+            "cannot enable the memory controller for child cgroups ({e}): the cgroup v2 root \
+             has processes of its own, as in a container"
+        ))
+    } else {
+        Fail::from(e)
+    }
 }
 
-impl Group {
+pub struct Group<'s> {
+    session: &'s Session,
+    dir: PathBuf,
+    v2: bool,
+    /// What create() changed, undone by remove() the last first.
+    made: Vec<Undo>,
+}
+
+impl Group<'_> {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -161,58 +161,102 @@ impl Group {
         }
     }
 
-    /// OOM kills counted in this group, if the kernel reports them.
-    pub fn oom_kills(&self) -> Option<u64> {
+    /// OOM kills counted in this group.
+    pub fn oom_kills(&self) -> io::Result<u64> {
         let (file, key) = if self.v2 {
             ("memory.events", "oom_kill")
         } else {
             ("memory.oom_control", "oom_kill")
         };
-        let text = fs::read_to_string(self.dir.join(file)).ok()?;
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            if k == key {
-                v.trim().parse().ok()
-            } else {
-                None
-            }
-        })
+        let path = self.dir.join(file);
+        let text = fs::read_to_string(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                if k == key {
+                    v.trim().parse().ok()
+                } else {
+                    None
+                }
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: no {key} count", path.display()),
+                )
+            })
     }
 
-    /// Remove the group once its processes are gone, and undo what create
-    /// enabled. Waits a little: a killed task leaves the group
-    /// asynchronously.
-    pub fn remove(&mut self) -> io::Result<()> {
-        if self.removed {
-            return Ok(());
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match fs::remove_dir(&self.dir) {
-                Ok(()) => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("rmdir {}: {e}", self.dir.display()),
-                    ));
-                }
-            }
-        }
-        self.removed = true;
-        if self.enabled_memory {
-            fs::write(self.root.join("cgroup.subtree_control"), "-memory")?;
+    /// Remove the group (killing what is left in it) and undo what create
+    /// enabled.
+    pub fn remove(&mut self) -> ksm::Result<()> {
+        while let Some(undo) = self.made.last() {
+            self.session.undo(undo)?;
+            self.made.pop();
         }
         Ok(())
     }
 }
 
-impl Drop for Group {
+impl Drop for Group<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.remove() {
             eprintln!("ksm-conform: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ksm::Sysfs;
+    use rstest::rstest;
+
+    fn session(state: &Path) -> Session {
+        Session::open(Sysfs::at(state.join("no-ksm")), state).unwrap()
+    }
+
+    /// A v2 root without the memory controller for its children: it is
+    /// enabled for the group, and disabled again when the group goes, also
+    /// when the group could not be made.
+    #[rstest]
+    #[case::made(false)]
+    #[case::mkdir_fails(true)]
+    fn memory_controller_is_disabled_again(#[case] in_the_way: bool) {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let control = root.path().join("cgroup.subtree_control");
+        fs::write(&control, "cpu").unwrap();
+        if in_the_way {
+            fs::write(root.path().join("ksm-conform-1"), "").unwrap();
+        }
+        let session = session(state.path());
+        let memcg = Memcg::V2(root.path().to_path_buf());
+        match memcg.create(&session, "ksm-conform-1") {
+            Ok(group) => {
+                assert!(!in_the_way);
+                assert!(group.dir().is_dir());
+                assert_eq!(fs::read_to_string(&control).unwrap(), "+memory");
+                assert!(session.journal_path().exists());
+                drop(group);
+                assert!(!root.path().join("ksm-conform-1").exists());
+            }
+            Err(e) => assert!(in_the_way, "{e}"),
+        }
+        assert_eq!(fs::read_to_string(&control).unwrap(), "-memory");
+        assert!(!session.journal_path().exists());
+    }
+
+    #[rstest]
+    #[case(Errno::EBUSY, true)]
+    #[case(Errno::EACCES, false)]
+    fn ebusy_enabling_memory_is_a_skip(#[case] errno: Errno, #[case] skip: bool) {
+        let e = ksm::Error::File {
+            op: "write +memory to",
+            path: "/sys/fs/cgroup/cgroup.subtree_control".into(),
+            errno,
+        };
+        assert_eq!(matches!(enabling_failed(e), Fail::Skip(_)), skip);
     }
 }

@@ -2,16 +2,18 @@
 //! setuid, make-it-fail, cgroup membership) or must be observed from outside.
 //! Parent and child talk in lines over two pipes; the child's last line is
 //! its verdict ("ok ..." or "err ..."), and it leaves with _exit(2) so that
-//! nothing of the parent (guards, buffered output) runs twice.
+//! nothing of the parent (guards, buffered output) runs twice. A child never
+//! outlives the runner: it dies with it ([`die_with_parent`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigHandler, Signal, kill, signal};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, pipe};
+use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe2};
 
 use crate::ctx::{CheckResult, Fail, TIMEOUT};
 
@@ -54,8 +56,27 @@ fn one_line(s: &str) -> String {
     s.replace('\n', " | ")
 }
 
+/// Close-on-exec: a helper the child runs must not hold the pipes open.
 fn pipe_pair() -> CheckResult<(OwnedFd, OwnedFd)> {
-    pipe().map_err(|e| Fail::Failed(format!("pipe: {e}")))
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| Fail::Failed(format!("pipe2: {e}")))
+}
+
+/// First thing in a child of `parent`, forked or about to exec: the
+/// runner's handlers for SIGINT/SIGTERM/SIGHUP only feed its signal thread,
+/// which a fork does not copy, so they go back to the default; and the
+/// child dies with the runner (PR_SET_PDEATHSIG), also if the runner died
+/// before this ran. Only async-signal-safe calls.
+pub(crate) fn die_with_parent(parent: Pid) {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: restoring the default disposition installs no handler.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory involved.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if getppid() != parent {
+        // SAFETY: leave at once; the runner is gone.
+        unsafe { libc::_exit(1) }
+    }
 }
 
 impl Child {
@@ -64,10 +85,12 @@ impl Child {
     pub fn spawn(body: impl FnOnce(&mut Channel) -> Result<String, String>) -> CheckResult<Child> {
         let (down_r, down_w) = pipe_pair()?;
         let (up_r, up_w) = pipe_pair()?;
+        let parent = getpid();
         // SAFETY: the child only runs `body` and exits with _exit; the test
         // processes hold no locks across this call that the child needs.
         match unsafe { fork() }.map_err(|e| Fail::Failed(format!("fork: {e}")))? {
             ForkResult::Child => {
+                die_with_parent(parent);
                 drop(down_w);
                 drop(up_r);
                 let mut chan = Channel {

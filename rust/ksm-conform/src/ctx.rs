@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use ksm::procfs;
-use ksm::{Knob, KnobGuard, Sysfs};
+use ksm::{Knob, KnobGuard, Session, Sysfs};
 
 use crate::env::Env;
 
@@ -99,6 +99,12 @@ impl<'s> Ctx<'s> {
 
     pub fn sysfs(&self) -> &Sysfs {
         self.guard.sysfs()
+    }
+
+    /// For changes outside the knobs (failslab, debugfs, cgroups): they are
+    /// journaled like the knobs and undone at the latest when the check ends.
+    pub fn session(&self) -> &'s Session {
+        self.guard.session()
     }
 
     pub fn read(&self, knob: Knob) -> CheckResult<u64> {

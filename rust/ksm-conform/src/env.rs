@@ -40,7 +40,9 @@ pub struct Env {
     pub failslab: Result<(), String>,
     pub memcg: Result<Memcg, String>,
     pub memory_merge_prctl: bool,
-    /// /proc/kpageflags tells KSM pages from others, or why not.
+    /// /proc/kpageflags shows the flags of our pages, or why not.
+    pub kpageflags: Result<(), String>,
+    /// ... and its KPF_KSM tells KSM pages from others, or why not.
     pub page_flags: Result<(), String>,
     pub options: Options,
 }
@@ -49,6 +51,7 @@ impl Env {
     pub fn probe(options: Options) -> Env {
         let (release, machine) = kernel::uname();
         let root = nix::unistd::geteuid().is_root();
+        let never_advised = kpf_ksm_of_a_never_advised_page();
         Env {
             version: Version::parse(&release),
             config: Config::load(&release),
@@ -68,7 +71,8 @@ impl Env {
             },
             // PR_GET_MEMORY_MERGE reads a flag; EINVAL means the option is unknown.
             memory_merge_prctl: ksm::mem::get_memory_merge().is_ok(),
-            page_flags: probe_page_flags(),
+            kpageflags: never_advised.clone().map(drop),
+            page_flags: trusted_kpf_ksm(never_advised),
             release,
             machine,
             root,
@@ -100,6 +104,7 @@ impl Env {
             Req::MemoryMergePrctl if !self.memory_merge_prctl => {
                 Some(format!("kernel {version} has no prctl(PR_SET_MEMORY_MERGE) (added in 6.4)"))
             }
+            Req::KpageFlags => self.kpageflags.clone().err(),
             Req::PageFlags => self.page_flags.clone().err(),
             Req::SoleKsmUser => other_ksm_users(),
             _ => None,
@@ -115,12 +120,10 @@ impl Env {
     }
 }
 
-/// Whether /proc/kpageflags can tell a KSM page: readable, and KPF_KSM
-/// clear on an anonymous page that was never advised. Debian's 6.12.117
-/// sets KPF_KSM on every anonymous page (observed in a guest: a fresh
-/// private page of a process that never used madvise reads ANON and KSM);
-/// there the checks that ask "is this page a KSM page" cannot run.
-pub fn probe_page_flags() -> Result<(), String> {
+/// KPF_KSM in /proc/kpageflags for a private anonymous page of ours that
+/// was never advised MADV_MERGEABLE; an error if the flags cannot be read
+/// (no /proc/kpageflags, or page frames hidden without CAP_SYS_ADMIN).
+fn kpf_ksm_of_a_never_advised_page() -> Result<bool, String> {
     if std::fs::File::open("/proc/kpageflags").is_err() {
         return Err("/proc/kpageflags is not readable".into());
     }
@@ -130,14 +133,24 @@ pub fn probe_page_flags() -> Result<(), String> {
         ksm::procfs::is_ksm_page(m.page_addr(0))
     };
     match probe() {
-        Ok(Some(false)) => Ok(()),
-        Ok(Some(true)) => Err(
+        Ok(Some(ksm)) => Ok(ksm),
+        Ok(None) => Err("/proc/self/pagemap hides page frame numbers (needs CAP_SYS_ADMIN)".into()),
+        Err(e) => Err(format!("cannot probe /proc/kpageflags: {e}")),
+    }
+}
+
+/// Whether KPF_KSM can be trusted to tell a KSM page: clear on a page that
+/// was never advised. Debian's 6.12.117 sets KPF_KSM on every anonymous
+/// page (observed in a guest); there the checks that ask "is this page a
+/// KSM page" cannot run, and procfs/kpageflags_ksm_only_on_ksm_pages fails.
+fn trusted_kpf_ksm(never_advised: Result<bool, String>) -> Result<(), String> {
+    match never_advised? {
+        false => Ok(()),
+        true => Err(
             "this kernel's /proc/kpageflags sets KPF_KSM on an anonymous page that was never \
              advised, so KSM pages cannot be told from others"
                 .into(),
         ),
-        Ok(None) => Err("/proc/self/pagemap hides page frame numbers (needs CAP_SYS_ADMIN)".into()),
-        Err(e) => Err(format!("cannot probe /proc/kpageflags: {e}")),
     }
 }
 

@@ -3,8 +3,10 @@
 //! does not. Both front ends call [`dispatch`] first thing in main, and a
 //! check runs a helper as a re-exec of the current binary.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use crate::child::die_with_parent;
 use crate::ctx::{CheckResult, Fail};
 
 const VAR: &str = "KSM_CONFORM_HELPER";
@@ -37,10 +39,17 @@ pub fn dispatch() {
 /// line, or fails with it.
 pub fn run(name: &str) -> CheckResult<String> {
     let exe = std::env::current_exe()?;
-    let out = Command::new(&exe)
-        .env(VAR, name)
-        .env_remove("RUST_BACKTRACE")
-        .output()?;
+    let parent = nix::unistd::getpid();
+    let mut command = Command::new(&exe);
+    command.env(VAR, name).env_remove("RUST_BACKTRACE");
+    // SAFETY: die_with_parent makes only async-signal-safe calls.
+    unsafe {
+        command.pre_exec(move || {
+            die_with_parent(parent);
+            Ok(())
+        })
+    };
+    let out = command.output()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if out.status.success() {
         Ok(text)

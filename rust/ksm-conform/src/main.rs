@@ -2,19 +2,20 @@
 //! print kselftest TAP, optionally write a JSON report.
 //!
 //! Exit status: 0 all ran checks passed (skips allowed), 1 a check failed,
-//! 2 the run could not be done (not root, no KSM, unknown name, a knob that
-//! could not be restored).
+//! 2 the run could not be done (not root, no KSM, unknown name, nothing
+//! selected, no directory for --json, a knob that could not be restored),
+//! with one line "ksm-conform: error: ..." on stderr.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use ksm::guard::default_state_dir;
-use ksm::{Session, Sysfs};
+use ksm::guard::{default_state_dir, kernel_managed};
+use ksm::{Knob, Session, Sysfs};
 use ksm_conform::env::{Env, Options};
 use ksm_conform::exec::execute;
-use ksm_conform::registry::{self, Check};
+use ksm_conform::registry;
 use ksm_conform::report::{Report, Tap};
 
 #[derive(Parser)]
@@ -44,39 +45,15 @@ struct Args {
 }
 
 fn die(msg: &str) -> ExitCode {
-    eprintln!("ksm-conform: {msg}");
+    eprintln!("ksm-conform: error: {msg}");
     ExitCode::from(2)
-}
-
-fn select(args: &Args, all: &[&'static Check]) -> Result<Vec<&'static Check>, String> {
-    let groups = registry::groups(all);
-    for g in &args.groups {
-        if !groups.contains(&g.as_str()) {
-            return Err(format!(
-                "unknown group {g:?} (groups: {})",
-                groups.join(", ")
-            ));
-        }
-    }
-    for t in &args.tests {
-        if !all.iter().any(|c| c.name == t) {
-            return Err(format!("unknown test {t:?} (see --list)"));
-        }
-    }
-    Ok(all
-        .iter()
-        .copied()
-        .filter(|c| c.for_kernel_without_ksm() == args.without_ksm)
-        .filter(|c| args.groups.is_empty() || args.groups.iter().any(|g| g == c.group()))
-        .filter(|c| args.tests.is_empty() || args.tests.iter().any(|t| t == c.name))
-        .collect())
 }
 
 fn main() -> ExitCode {
     ksm_conform::helper::dispatch();
     let args = Args::parse();
     let all = registry::all();
-    let checks = match select(&args, &all) {
+    let checks = match registry::select(&all, &args.groups, &args.tests, args.without_ksm) {
         Ok(c) => c,
         Err(e) => return die(&e),
     };
@@ -85,6 +62,20 @@ fn main() -> ExitCode {
             println!("{}", c.name);
         }
         return ExitCode::SUCCESS;
+    }
+    // Known before the run, not after it.
+    if let Some(path) = &args.json {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return die(&format!(
+                "--json {}: no directory {}",
+                path.display(),
+                dir.display()
+            ));
+        }
     }
     let env = Env::probe(Options {
         fresh_boot: args.fresh_boot,
@@ -112,11 +103,7 @@ fn main() -> ExitCode {
 
     let start = Instant::now();
     let mut tap = Tap::start(std::io::stdout().lock(), checks.len());
-    if session.recovered() > 0 {
-        let msg = format!(
-            "restored {} knobs left by an interrupted run",
-            session.recovered()
-        );
+    if let Some(msg) = session.recovered().describe() {
         eprintln!("ksm-conform: {msg}");
         tap.diag(&msg);
     }
@@ -133,8 +120,8 @@ fn main() -> ExitCode {
         tap.result(check.name, &outcome);
         report.add(check, &outcome);
         if let Some(e) = &outcome.restore_error {
-            tap.totals(&report.totals);
-            return die(&format!("after {}: {e}", check.name));
+            report.error = Some(format!("after {}: {e}", check.name));
+            break;
         }
     }
     report.duration_ms = start.elapsed().as_millis();
@@ -142,19 +129,26 @@ fn main() -> ExitCode {
     tap.totals(&report.totals);
     drop(tap);
 
-    let changed: Vec<String> = sysfs
-        .snapshot()
-        .into_iter()
-        .filter(|(k, v)| k.writable() && before.get(k) != Some(v))
-        .map(|(k, v)| format!("{k}={v} (was {:?})", before.get(&k)))
-        .collect();
-    if !changed.is_empty() {
-        return die(&format!("knobs not restored: {}", changed.join(", ")));
+    if report.error.is_none() {
+        // In scan-time mode the kernel moves pages_to_scan itself.
+        let managed = kernel_managed(before.get(&Knob::AdvisorMode).map(String::as_str));
+        let changed: Vec<String> = sysfs
+            .snapshot()
+            .into_iter()
+            .filter(|(k, v)| k.writable() && !managed.contains(k) && before.get(k) != Some(v))
+            .map(|(k, v)| format!("{k}={v} (was {:?})", before.get(&k)))
+            .collect();
+        if !changed.is_empty() {
+            report.error = Some(format!("knobs not restored: {}", changed.join(", ")));
+        }
     }
     if let Some(path) = &args.json {
         if let Err(e) = report.write(path) {
             return die(&format!("cannot write {}: {e}", path.display()));
         }
+    }
+    if let Some(e) = &report.error {
+        return die(e);
     }
     if report.totals.failed > 0 {
         ExitCode::from(1)

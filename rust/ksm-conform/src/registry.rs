@@ -24,6 +24,8 @@ pub enum Req {
     FreshBoot,
     /// prctl(PR_SET_MEMORY_MERGE), Linux 6.4.
     MemoryMergePrctl,
+    /// /proc/kpageflags readable for our pages (root: pagemap shows frames).
+    KpageFlags,
     /// /proc/kpageflags to see whether an address maps a KSM page, and a
     /// kernel whose KPF_KSM is clear on pages that are not KSM pages.
     PageFlags,
@@ -66,6 +68,7 @@ pub fn all() -> Vec<&'static Check> {
         swap::CHECKS,
         pressure::CHECKS,
         process::CHECKS,
+        procfs::CHECKS,
         scan::CHECKS,
     ]
     .into_iter()
@@ -79,10 +82,94 @@ pub fn groups(checks: &[&'static Check]) -> Vec<&'static str> {
     groups
 }
 
+/// The checks a run asks for: those of the `groups` and `tests` named (all
+/// if none is), for a kernel without KSM only with `without_ksm`. An unknown
+/// name is an error, and so is a selection that leaves no check.
+pub fn select(
+    all: &[&'static Check],
+    groups: &[String],
+    tests: &[String],
+    without_ksm: bool,
+) -> Result<Vec<&'static Check>, String> {
+    let known = self::groups(all);
+    for g in groups {
+        if !known.contains(&g.as_str()) {
+            return Err(format!(
+                "unknown group {g:?} (groups: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    for t in tests {
+        if !all.iter().any(|c| c.name == t) {
+            return Err(format!("unknown test {t:?} (see --list)"));
+        }
+    }
+    let named = |c: &&'static Check| {
+        (groups.is_empty() || groups.iter().any(|g| g == c.group()))
+            && (tests.is_empty() || tests.iter().any(|t| t == c.name))
+    };
+    let selected: Vec<&'static Check> = all
+        .iter()
+        .copied()
+        .filter(named)
+        .filter(|c| c.for_kernel_without_ksm() == without_ksm)
+        .collect();
+    if selected.is_empty() {
+        let asked: Vec<String> = groups
+            .iter()
+            .map(|g| format!("--group {g}"))
+            .chain(tests.iter().map(|t| format!("--test {t}")))
+            .collect();
+        let why = if !all.iter().any(named) {
+            "no check matches them all"
+        } else if without_ksm {
+            "none of the checks named is for a kernel without KSM (--without-ksm)"
+        } else {
+            "the checks named are for a kernel without KSM only (run them with --without-ksm)"
+        };
+        return Err(format!("no check selected by {}: {why}", asked.join(" ")));
+    }
+    Ok(selected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
     use std::collections::HashSet;
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[rstest]
+    #[case::all_with_ksm(&[], &[], false, Ok(None))]
+    #[case::group_without_ksm(&["madvise"], &[], true, Ok(Some(&["madvise/einval_without_ksm"][..])))]
+    #[case::ksm_group_without_ksm(&["scan"], &[], true, Err("no check selected by --group scan: none of the checks named is for a kernel without KSM"))]
+    #[case::no_ksm_test_with_ksm(&[], &["sysfs/absent_without_ksm"], false, Err("no check selected by --test sysfs/absent_without_ksm: the checks named are for a kernel without KSM only"))]
+    #[case::test_outside_group(&["madvise"], &["sysfs/boot_defaults"], false, Err("no check selected by --group madvise --test sysfs/boot_defaults: no check matches them all"))]
+    #[case::unknown_group(&["nope"], &[], false, Err("unknown group \"nope\""))]
+    #[case::unknown_test(&[], &["run/nope"], false, Err("unknown test \"run/nope\""))]
+    fn selection(
+        #[case] groups: &[&str],
+        #[case] tests: &[&str],
+        #[case] without_ksm: bool,
+        #[case] want: Result<Option<&[&str]>, &str>,
+    ) {
+        let got = select(&all(), &strings(groups), &strings(tests), without_ksm);
+        match (got, want) {
+            (Ok(checks), Ok(names)) => {
+                let got: Vec<&str> = checks.iter().map(|c| c.name).collect();
+                match names {
+                    Some(names) => assert_eq!(got, names),
+                    None => assert!(got.len() > 30, "{got:?}"),
+                }
+            }
+            (Err(e), Err(start)) => assert!(e.starts_with(start), "{e}"),
+            (got, want) => panic!("{:?}, expected {want:?}", got.map(|c| c.len())),
+        }
+    }
 
     #[test]
     fn names_are_unique_and_grouped() {

@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use ksm::atomic::write_atomically;
+
 use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
@@ -88,6 +90,10 @@ pub struct Report {
     pub tests: Vec<TestReport>,
     pub totals: Totals,
     pub duration_ms: u128,
+    /// Why the run stopped early or left the machine changed (a knob that
+    /// could not be restored); the checks after it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The result of one check, "pass", "skip" or "fail" in the JSON.
@@ -141,6 +147,7 @@ impl Report {
             tests: Vec::new(),
             totals: Totals::default(),
             duration_ms: 0,
+            error: None,
         }
     }
 
@@ -163,14 +170,9 @@ impl Report {
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        let tmp = path.with_file_name(name);
-        let mut file = std::fs::File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut file, self)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let mut json = serde_json::to_vec_pretty(self)?;
+        json.push(b'\n');
+        write_atomically(path, &json)
     }
 }
 
@@ -200,9 +202,11 @@ mod tests {
         assert_eq!(report.tests[0].result, Status::Skip);
         assert_eq!(report.tests[0].skip_reason.as_deref(), Some("no swap"));
         assert_eq!(report.tests[0].failure, None);
+        assert_eq!(report.error, None);
         let again = serde_json::to_string(&report).unwrap();
         assert!(again.contains(r#""result":"skip""#), "{again}");
         assert!(!again.contains("failure"), "{again}");
+        assert!(!again.contains("error"), "{again}");
     }
 
     #[test]

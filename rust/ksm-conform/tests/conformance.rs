@@ -25,11 +25,8 @@ fn session() -> Result<&'static Session, Failed> {
                 Session::open(Sysfs::system(), default_state_dir()).map_err(|e| e.to_string())?;
             ksm::signals::restore_on_termination(Sysfs::system(), session.journal_path())
                 .map_err(|e| e.to_string())?;
-            if session.recovered() > 0 {
-                eprintln!(
-                    "restored {} knobs left by an interrupted run",
-                    session.recovered()
-                );
+            if let Some(msg) = session.recovered().describe() {
+                eprintln!("{msg}");
             }
             Ok(session)
         })

@@ -7,7 +7,6 @@
 pub mod column;
 pub mod render;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use column::{Column, Error, Outcome};
@@ -29,24 +28,28 @@ pub fn load(runs: &[PathBuf]) -> Result<Vec<Column>, Error> {
     Ok(columns)
 }
 
+/// Every column a pair names must be there: a comparison asked for is never
+/// dropped in silence.
+pub fn check_pairs(columns: &[Column], pairs: &[(String, String)]) -> Result<(), String> {
+    for (a, b) in pairs {
+        for name in [a, b] {
+            if !columns.iter().any(|c| &c.kernel == name) {
+                let known: Vec<&str> = columns.iter().map(|c| c.kernel.as_str()).collect();
+                return Err(format!(
+                    "--pair {a},{b}: no column {name} (columns: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Write `text` to `path` through `path.tmp` and a rename: readers see the
 /// old page or the new one, never half of one.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let err = |source| Error::Write {
+    ksm::atomic::write_atomically(path, text.as_bytes()).map_err(|source| Error::Write {
         path: path.into(),
         source,
-    };
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    })
 }

@@ -2,7 +2,8 @@
 //! `make matrix` (see ci/matrix.sh and the `column` module for their format).
 //!
 //! Exit status: 0 written, 1 an input could not be read or parsed or the
-//! page could not be written (nothing is written then), 2 bad arguments.
+//! page could not be written (nothing is written then), 2 bad arguments
+//! (a --pair naming a column that is not given among them).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = ksm_matrix::check_pairs(&columns, &args.pair) {
+        eprintln!("ksm-matrix: error: {e}");
+        return ExitCode::from(2);
+    }
     let options = ksm_matrix::Options {
         pairs: args.pair,
         summary,

@@ -183,8 +183,14 @@ fn kernels(md: &mut String, columns: &[Column]) {
             Outcome::Ran(r) => (
                 format!("`{}`", r.kernel_release),
                 format!(
-                    "{} passed, {} failed, {} skipped",
-                    r.totals.passed, r.totals.failed, r.totals.skipped
+                    "{} passed, {} failed, {} skipped{}",
+                    r.totals.passed,
+                    r.totals.failed,
+                    r.totals.skipped,
+                    r.error
+                        .as_deref()
+                        .map(|e| format!("; **stopped**: {}", cell(e)))
+                        .unwrap_or_default()
                 ),
             ),
             Outcome::Failed(reason) => ("?".into(), format!("**no results**: {}", cell(reason))),
@@ -206,8 +212,9 @@ fn kernels(md: &mut String, columns: &[Column]) {
     let _ = writeln!(
         md,
         "\n\"kernel ready\" is the download and unpacking of Debian's packages, or our \
-         build when it was missing; \"boot + run\" the guest from start to exit, or the \
-         native run. Sum over the columns: {total} s.\n"
+         build (ci/kernel.sh, incremental: short when the tree did not change); \"boot + \
+         run\" the guest from start to exit, or the native run. Sum over the columns: \
+         {total} s.\n"
     );
     let waits: Vec<String> = columns
         .iter()
@@ -671,13 +678,16 @@ fn differences(md: &mut String, columns: &[Column], failures: &FailureLabels) {
 }
 
 fn pair(md: &mut String, columns: &[Column], a: &str, b: &str) {
-    let (Some(ca), Some(cb)) = (
+    let _ = writeln!(md, "## {a} against {b}\n");
+    let (ca, cb) = (
         columns.iter().find(|c| c.kernel == a),
         columns.iter().find(|c| c.kernel == b),
-    ) else {
+    );
+    let (Some(ca), Some(cb)) = (ca, cb) else {
+        let missing = if ca.is_none() { a } else { b };
+        let _ = writeln!(md, "Not compared: no column {missing}.\n");
         return;
     };
-    let _ = writeln!(md, "## {a} against {b}\n");
     let (Some(ra), Some(rb)) = (ca.report(), cb.report()) else {
         let _ = writeln!(md, "Not compared: one of the two columns has no results.\n");
         return;

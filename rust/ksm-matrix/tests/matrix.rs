@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ksm_matrix::column::{RunFile, parse_report};
-use ksm_matrix::{Column, Options, Outcome, load, render};
+use ksm_matrix::{Column, Options, Outcome, check_pairs, load, render};
 use rstest::rstest;
 
 /// A report with these (name, result, skip reason or failure, diagnostics).
@@ -208,6 +208,49 @@ fn identical_pair_says_so() {
     assert!(md.contains("None: every column that ran agrees."), "{md}");
 }
 
+/// A pair naming a column that is not there is refused up front, and
+/// named on the page if it gets there anyway.
+#[test]
+fn pair_with_a_missing_column() {
+    let cols = sample();
+    let pairs = vec![("stock".to_string(), "patched".to_string())];
+    let err = check_pairs(&cols, &pairs).unwrap_err();
+    assert_eq!(
+        err,
+        "--pair stock,patched: no column stock (columns: old, new, patched, broken)"
+    );
+    assert!(check_pairs(&cols, &[("old".into(), "new".into())]).is_ok());
+    let md = render(
+        &cols,
+        &Options {
+            pairs,
+            summary: None,
+        },
+    );
+    assert!(
+        md.contains("## stock against patched\n\nNot compared: no column stock.\n"),
+        "{md}"
+    );
+}
+
+/// A run that stopped on a knob it could not restore says so beside its
+/// totals.
+#[test]
+fn stopped_run_is_shown() {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&report("6.18", false, &[("run/a", "pass", "", &[])])).unwrap();
+    json["error"] = "after run/a: could not restore run to \"0\"".into();
+    let c = column(
+        "kernel=native\nstatus=ok\nreport=n.json\n",
+        Some(json.to_string()),
+    );
+    let md = render(&[c], &Options::default());
+    assert!(
+        md.contains("1 passed, 0 failed, 0 skipped; **stopped**: after run/a: could not restore run to \"0\" |"),
+        "{md}"
+    );
+}
+
 #[test]
 fn pipes_in_text_do_not_break_the_table() {
     let c = ran("k", "7.3", "", &[("g/a", "skip", "a | b", &[])]);
@@ -377,6 +420,26 @@ fn binary_usage_errors_exit_2(#[case] args: &[&str]) {
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(2));
+}
+
+#[test]
+fn binary_pair_of_a_missing_column_exits_2_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("page.md");
+    let run = write(dir.path(), "k.run", "kernel=k\nstatus=failed\n");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ksm-matrix"))
+        .args(["--pair", "stock,k", "--out"])
+        .arg(&out)
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(
+        stderr,
+        "ksm-matrix: error: --pair stock,k: no column stock (columns: k)\n"
+    );
+    assert!(!out.exists());
 }
 
 #[test]

@@ -35,6 +35,16 @@ pub enum Error {
         value: String,
         source: Box<Error>,
     },
+    /// A knob was written back but reads something else.
+    #[error("{knob} reads {got:?} after it was restored to {want:?}")]
+    NotRestored {
+        knob: &'static str,
+        want: String,
+        got: String,
+    },
+    /// A change outside the knobs could not be undone; it stays journaled.
+    #[error("could not {undo}: {source}")]
+    Undo { undo: String, source: Box<Error> },
     #[error("{0}")]
     Other(String),
 }
@@ -46,12 +56,13 @@ impl Error {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             Error::File { errno, .. } | Error::Call { errno, .. } => Some(*errno),
-            Error::Restore { source, .. } => source.errno(),
+            Error::Restore { source, .. } | Error::Undo { source, .. } => source.errno(),
             _ => None,
         }
     }
 
-    pub(crate) fn file(op: &'static str, path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+    /// A failed system call on `path`, with the errno of `err`.
+    pub fn file(op: &'static str, path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::File {
             op,
             path: path.into(),

@@ -1,43 +1,63 @@
-//! The on-disk record of the knobs a guard changed, written before the first
-//! change so that a run killed with SIGKILL can be repaired by the next one.
+//! The on-disk record of what a run changed, written before each change so
+//! that a run killed with SIGKILL can be repaired by the next one.
 //!
-//! Format, one entry a line, in the order the knobs were first changed:
+//! Format, one entry a line; knobs in the order they were first changed,
+//! then the other changes in the order they were made:
 //!
 //! ```text
 //! # comment
 //! drain
 //! run 0
 //! pages_to_scan 100
+//! write /sys/fs/cgroup/cgroup.subtree_control -memory
+//! rmdir-cgroup /sys/fs/cgroup/ksm-conform-1234
 //! ```
 //!
 //! `drain` asks the restore to pass run through 2 (unmerge everything) before
 //! putting run back, because KSM held no merged page when the guard started.
+//! `write PATH VALUE`, `rmdir-cgroup PATH` and `umount PATH` are
+//! [`Undo`] entries; paths have no white space (checked when recorded).
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::atomic::write_atomically;
 use crate::error::{Error, Result};
 use crate::knob::Knob;
+use crate::undo::Undo;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Journal {
     pub drain: bool,
     /// Original values in first-change order.
     pub saved: Vec<(Knob, String)>,
+    /// Changes outside the knobs, in the order they were made.
+    pub undo: Vec<Undo>,
 }
 
 impl Journal {
     pub fn render(&self) -> String {
-        let mut out =
-            String::from("# ksm-conform: original KSM knob values, restored at next start\n");
+        let mut out = String::from("# ksm-conform: what a run changed, put back at next start\n");
         if self.drain {
             out.push_str("drain\n");
         }
         for (knob, value) in &self.saved {
             out.push_str(&format!("{} {}\n", knob.name(), value));
         }
+        for undo in &self.undo {
+            let line = match undo {
+                Undo::Write { path, value } => format!("write {} {value}", path.display()),
+                Undo::RemoveCgroup(path) => format!("rmdir-cgroup {}", path.display()),
+                Undo::Unmount(path) => format!("umount {}", path.display()),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
         out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.saved.is_empty() && self.undo.is_empty()
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Journal> {
@@ -55,14 +75,29 @@ impl Journal {
                 content: line.to_string(),
                 why: why.to_string(),
             };
-            let (name, value) = line
+            let (name, rest) = line
                 .split_once(' ')
-                .ok_or_else(|| bad("expected \"knob value\""))?;
-            let knob = Knob::from_name(name).ok_or_else(|| bad("unknown knob"))?;
-            if !knob.writable() {
-                return Err(bad("not a writable knob"));
+                .ok_or_else(|| bad("expected \"knob value\" or \"action path\""))?;
+            match name {
+                "write" => {
+                    let (path, value) = rest
+                        .split_once(' ')
+                        .ok_or_else(|| bad("expected \"write path value\""))?;
+                    journal.undo.push(Undo::Write {
+                        path: path.into(),
+                        value: value.to_string(),
+                    });
+                }
+                "rmdir-cgroup" => journal.undo.push(Undo::RemoveCgroup(rest.into())),
+                "umount" => journal.undo.push(Undo::Unmount(rest.into())),
+                _ => {
+                    let knob = Knob::from_name(name).ok_or_else(|| bad("unknown knob"))?;
+                    if !knob.writable() {
+                        return Err(bad("not a writable knob"));
+                    }
+                    journal.saved.push((knob, rest.trim().to_string()));
+                }
             }
-            journal.saved.push((knob, value.trim().to_string()));
         }
         Ok(journal)
     }
@@ -75,15 +110,10 @@ impl Journal {
         }
     }
 
-    /// Write to a temporary file in the same directory, fsync, then rename,
-    /// so that a reader sees either the old or the new journal, never half.
+    /// Replace the journal atomically: a reader sees the old one or the new
+    /// one, never half.
     pub fn store(&self, path: &Path) -> Result<()> {
-        let tmp = tmp_path(path);
-        let mut file = fs::File::create(&tmp).map_err(|e| Error::file("create", &tmp, e))?;
-        file.write_all(self.render().as_bytes())
-            .and_then(|_| file.sync_all())
-            .map_err(|e| Error::file("write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::file("rename", path, e))
+        write_atomically(path, self.render().as_bytes()).map_err(|e| Error::file("write", path, e))
     }
 
     pub fn remove(path: &Path) -> Result<()> {
@@ -94,12 +124,6 @@ impl Journal {
             _ => Ok(()),
         }
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -115,11 +139,23 @@ mod tests {
                 (Knob::AdvisorMode, "none".into()),
                 (Knob::PagesToScan, "100".into()),
             ],
+            undo: vec![
+                Undo::Unmount("/sys/kernel/debug".into()),
+                Undo::Write {
+                    path: "/sys/kernel/debug/failslab/times".into(),
+                    value: "-1".into(),
+                },
+                Undo::Write {
+                    path: "/sys/kernel/debug/failslab/require-end".into(),
+                    value: "0xffffffffffffffff".into(),
+                },
+                Undo::RemoveCgroup("/sys/fs/cgroup/ksm-conform-7".into()),
+            ],
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("saved-knobs");
         journal.store(&path).unwrap();
-        assert!(!tmp_path(&path).exists());
+        assert!(!crate::atomic::tmp_path(&path).exists());
         assert_eq!(Journal::load(&path).unwrap(), Some(journal));
         Journal::remove(&path).unwrap();
         assert_eq!(Journal::load(&path).unwrap(), None);
@@ -129,6 +165,7 @@ mod tests {
     #[case("run")]
     #[case("no_such_knob 1")]
     #[case("full_scans 3")]
+    #[case("write /sys/kernel/debug/failslab/times")]
     fn rejects_bad_lines(#[case] line: &str) {
         assert!(Journal::parse(line, Path::new("j")).is_err());
     }

@@ -6,6 +6,7 @@
 //! Every system call keeps the kernel's errno: the point of the library is to
 //! let a test compare it against what the kernel documents.
 
+pub mod atomic;
 pub mod error;
 pub mod guard;
 pub mod journal;
@@ -16,9 +17,11 @@ pub mod procfs;
 pub mod scan;
 pub mod signals;
 pub mod sysfs;
+pub mod undo;
 
 pub use error::{Error, Result};
 pub use guard::{KnobGuard, Session};
 pub use knob::Knob;
 pub use mem::{Advice, Mapping};
 pub use sysfs::Sysfs;
+pub use undo::Undo;

