@@ -24,7 +24,8 @@ verdicts() {
 	{
 		sed -nE 's/^(not ok|ok) - ([^#]*[^ #]).*$/\2\t\1/p' "$1/kernel.tap" | sed 's/^\(stock\|patched\) //'
 		sed -nE 's/^(not ok|ok) [0-9]+ ([^ #]+)( # SKIP.*)?$/\2\t\1\3/p' "$dir/conform.tap"
-		sed -nE 's/^(not ok|ok) [0-9]+ (.*) # SKIP.*$/functional: \2\tskip/p; s/^(not ok|ok) [0-9]+ ([^#]*)$/functional: \2\t\1/p' \
+		# Numbered: several of its tests print the same name.
+		sed -nE 's/^(not ok|ok) ([0-9]+) (.*) # SKIP.*$/functional \2: \3\tskip/p; s/^(not ok|ok) ([0-9]+) ([^#]*)$/functional \2: \3\t\1/p' \
 			"$dir/ksm_functional_tests.tap"
 		sed -nE 's/^(not ok|ok) [0-9]+ (ksm_tests [^#(]*[^ #(]).*$/\2\t\1/p' "$dir/selftests.tap"
 	} 2>/dev/null | sed -E 's/\t# SKIP.*/\tskip/' | sort

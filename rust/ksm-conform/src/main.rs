@@ -24,7 +24,7 @@ use ksm_conform::report::{Report, Tap};
     about = "Check the running kernel against the documented KSM contract"
 )]
 struct Args {
-    /// Run only this group (repeatable): madvise, sysfs, run, merging, numa, swap, pressure, process, scan.
+    /// Run only this group (repeatable): madvise, sysfs, run, merging, numa, swap, pressure, process, procfs, scan.
     #[arg(long = "group", value_name = "G")]
     groups: Vec<String>,
     /// Run only this check (repeatable), e.g. madvise/einval_for_bad_arguments.
