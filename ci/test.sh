@@ -70,7 +70,7 @@ run_stage "series checks ran" "$KSMRS_ROOT/ci/check-series.sh" "$RESULTS/series.
 
 stage "patched kernel: guest run"
 if ! passed kernel.tap "patched 7.3 kernel builds"; then
-	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "the kernel did not build"
+	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "no patched kernel was built"
 elif ! passed userspace.tap "rust: release build"; then
 	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "ksm-conform did not build"
 else

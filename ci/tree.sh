@@ -41,6 +41,7 @@ unpack_base() {
 		tgit tag "$BASE_TAG"
 	)
 	rm -rf "$TREE"
+	mkdir -p "$(dirname "$TREE")"
 	mv "$tmp/linux" "$TREE"
 	rmdir "$tmp"
 	trap - EXIT
