@@ -27,6 +27,21 @@ tap_check() {
 	fi
 }
 
+# tap_shown FILE NAME CMD...: the same for long work whose output is its
+# progress: shown as it comes (on stderr), and kept in the log too. Returns
+# CMD's status.
+tap_shown() {
+	local file=$1 name=$2 logf
+	shift 2
+	logf="$(dirname "$file")/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+	if "$@" 2>&1 | tee "$logf" >&2; then
+		tap_line "$file" OK "$name"
+	else
+		tap_line "$file" FAIL "$name" "see $logf"
+		return 1
+	fi
+}
+
 # tap_complete TAP RCFILE NAME CODES...: a program that writes TAP can die
 # half-way and leave only passes behind. Append a failure to TAP unless the
 # program exited with one of CODES (its verdicts are in the TAP then) and

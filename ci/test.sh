@@ -33,40 +33,28 @@ finish() {
 }
 trap finish EXIT
 
-# run_stage NAME CMD...: a stage whose own output shows (it reports progress),
-# and one result line saying whether it ran through.
-run_stage() {
-	local name=$1
-	shift
-	if "$@"; then
-		tap_line "$RESULTS/stages.tap" OK "$name"
-	else
-		tap_line "$RESULTS/stages.tap" FAIL "$name" "exit status $?"
-		return 1
-	fi
-}
 passed() { grep -sqxF "ok - $2" "$RESULTS/$1"; }
 
 stage "setup"
 # Nothing runs without it; its failure is in the tally, which finish prints.
-run_stage "setup: packages and tools" "$KSMRS_ROOT/ci/setup.sh" || exit 0
+tap_shown "$RESULTS/stages.tap" "setup: packages and tools" "$KSMRS_ROOT/ci/setup.sh" || exit 0
 
 stage "scripts: shellcheck"
 tap_check "$RESULTS/scripts.tap" "scripts: shellcheck -S warning" \
 	shellcheck -x -P SCRIPTDIR -S warning "$KSMRS_ROOT"/ci/*.sh "$KSMRS_ROOT"/virtme/*.sh "$KSMRS_ROOT/.ci/run"
 
 stage "userspace: fmt, clippy, nextest"
-run_stage "userspace checks ran" "$KSMRS_ROOT/ci/userspace-test.sh" "$RESULTS/userspace.tap" || true
+tap_shown "$RESULTS/stages.tap" "userspace checks ran" "$KSMRS_ROOT/ci/userspace-test.sh" "$RESULTS/userspace.tap" || true
 
 stage "patched kernel: apply the series, build"
-if run_stage "the 7.3 tree with the series applied" "$KSMRS_ROOT/ci/tree.sh"; then
-	tap_check "$RESULTS/kernel.tap" "patched 7.3 kernel builds" "$KSMRS_ROOT/ci/kernel.sh" patched
+if tap_shown "$RESULTS/stages.tap" "the 7.3 tree with the series applied" "$KSMRS_ROOT/ci/tree.sh"; then
+	tap_shown "$RESULTS/kernel.tap" "patched 7.3 kernel builds" "$KSMRS_ROOT/ci/kernel.sh" patched || true
 	passed kernel.tap "patched 7.3 kernel builds" &&
 		tap_check "$RESULTS/kernel.tap" "KSM selftests build" "$KSMRS_ROOT/ci/selftests.sh"
 fi
 
 stage "series: git am, checkpatch, kernel rustfmt"
-run_stage "series checks ran" "$KSMRS_ROOT/ci/check-series.sh" "$RESULTS/series.tap" || true
+tap_shown "$RESULTS/stages.tap" "series checks ran" "$KSMRS_ROOT/ci/check-series.sh" "$RESULTS/series.tap" || true
 
 stage "patched kernel: guest run"
 if ! passed kernel.tap "patched 7.3 kernel builds"; then
@@ -74,5 +62,5 @@ if ! passed kernel.tap "patched 7.3 kernel builds"; then
 elif ! passed userspace.tap "rust: release build"; then
 	tap_line "$RESULTS/kernel.tap" FAIL "patched kernel guest tests" "ksm-conform did not build"
 else
-	run_stage "patched kernel guest tests ran" "$KSMRS_ROOT/ci/guest-tests.sh" patched "$RESULTS" || true
+	tap_shown "$RESULTS/stages.tap" "patched kernel guest tests ran" "$KSMRS_ROOT/ci/guest-tests.sh" patched "$RESULTS" || true
 fi
