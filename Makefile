@@ -7,7 +7,8 @@
 # Steps they are made of: setup, tree, kernel, stock-kernel, noksm-kernel,
 # debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
 # from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
-# Beyond make test: compare (stock and patched 7.3 side by side), debug-test
+# Beyond make test: compare (stock and patched 7.3 side by side), bench (their
+# merge speed and ksmd's CPU cost, BENCH_ARGS=... for ksm-bench run), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
 # several kernels, KERNELS=... for some).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
@@ -16,7 +17,7 @@ SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix compare debug-test
+	selftests suite vm patches check-series matrix compare bench debug-test
 
 run: suite kernel
 	ci/run.sh
@@ -69,6 +70,9 @@ matrix:
 
 compare: suite kernel stock-kernel
 	ci/compare.sh
+
+bench: suite kernel stock-kernel
+	benchmarks/run.sh $(BENCH_ARGS)
 
 debug-test: suite debug-kernel
 	ci/debug-test.sh

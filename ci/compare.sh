@@ -2,8 +2,8 @@
 # `make compare`: the stock 7.3 kernel and the patched one, built with the same
 # configuration, side by side. Each boots under TCG with two NUMA nodes and
 # runs the same guest tests (virtme/guest-test.sh): the conformance suite and
-# the kernel's own KSM selftests. Prints one line per check with both results,
-# then the merge speeds ksm_tests measured, and exits 1 if any result differs.
+# the kernel's own KSM selftests. Prints one line per check with both results
+# and exits 1 if any result differs. Speed is `make bench`'s (benchmarks/).
 # Results in out/compare/{stock,patched}/ (ci/guest-tests.sh) and
 # out/compare/compare.txt.
 source "$(dirname "$0")/lib.sh"
@@ -37,14 +37,6 @@ verdicts "$res/patched" >"$res/patched.verdicts"
 	printf '%-72s %-8s %s\n' "check" "stock" "patched"
 	join -t $'\t' -a1 -a2 -e missing -o 0,1.2,2.2 "$res/stock.verdicts" "$res/patched.verdicts" |
 		awk -F'\t' '{ mark = ($2 == $3) ? "" : "   <-- differs"; printf "%-72s %-8s %s%s\n", $1, $2, $3, mark }'
-	echo
-	echo "merge speed measured by ksm_tests (one run each, TCG guest: indicative only)"
-	for t in 1 2; do
-		printf '  %-24s stock %-12s patched %s\n' \
-			"$(sed -n 's/^ok 1 //p; s/^not ok 1 //p' "$res/stock/guest/ksm_tests.$t.log")" \
-			"$(sed -n 's/^# Average speed: *//p' "$res/stock/guest/ksm_tests.$t.log")" \
-			"$(sed -n 's/^# Average speed: *//p' "$res/patched/guest/ksm_tests.$t.log")"
-	done
 } | tee "$res/compare.txt"
 
 differ=$(grep -c 'differs$' "$res/compare.txt" || true)

@@ -41,7 +41,7 @@ tap_shown "$RESULTS/stages.tap" "setup: packages and tools" "$KSMRS_ROOT/ci/setu
 
 stage "scripts: shellcheck"
 tap_check "$RESULTS/scripts.tap" "scripts: shellcheck -S warning" \
-	shellcheck -x -P SCRIPTDIR -S warning "$KSMRS_ROOT"/ci/*.sh "$KSMRS_ROOT"/virtme/*.sh "$KSMRS_ROOT/.ci/run"
+	shellcheck -x -P SCRIPTDIR -S warning "$KSMRS_ROOT"/ci/*.sh "$KSMRS_ROOT"/virtme/*.sh "$KSMRS_ROOT"/benchmarks/*.sh "$KSMRS_ROOT/.ci/run"
 
 stage "userspace: fmt, clippy, nextest"
 tap_shown "$RESULTS/stages.tap" "userspace checks ran" "$KSMRS_ROOT/ci/userspace-test.sh" "$RESULTS/userspace.tap" || true

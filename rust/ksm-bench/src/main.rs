@@ -1,0 +1,225 @@
+//! ksm-bench: how fast ksmd merges and what it costs in CPU, on the running
+//! kernel; and two kernels' results side by side.
+//!
+//!   ksm-bench run [--label L] [--runs N] [--mib M] [--json PATH]
+//!   ksm-bench compare A.json B.json [--json PATH]
+//!
+//! Exit status: 0 done; 2 it could not be (not root, no KSM, a knob that
+//! could not be set or restored, a phase that timed out, bad reports), with
+//! one line "ksm-bench: error: ..." on stderr.
+
+mod ksmd;
+mod report;
+mod stats;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ksm::guard::default_state_dir;
+use ksm::{Session, Sysfs};
+
+use crate::ksmd::{CpuClock, pid};
+use crate::report::{Report, compare, comparison_table};
+use crate::workload::{Ksmd, Settings, Workload, drive_hard, sample};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Time ksmd's merging and its CPU cost on the running kernel"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time every workload RUNS times on this kernel (root; changes KSM's
+    /// knobs and puts them back).
+    Run {
+        /// The kernel's name in tables.
+        #[arg(long, default_value = "this kernel")]
+        label: String,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        runs: u64,
+        /// Memory per sample, in MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        mib: u64,
+        /// Full scans timed per sample once merging is done, at least (and
+        /// at least 2 s of them).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        scans: u64,
+        /// Write the samples here (atomically).
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
+    /// Two reports of `run --json` side by side: medians and their ratio.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Write the comparison here (atomically).
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
+}
+
+fn die(msg: &str) -> ExitCode {
+    eprintln!("ksm-bench: error: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let result = match Args::parse().command {
+        Command::Run {
+            label,
+            runs,
+            mib,
+            scans,
+            json,
+        } => run(label, runs as usize, mib as usize, scans, json.as_deref()),
+        Command::Compare { a, b, json } => compare_files(&a, &b, json.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => die(&e),
+    }
+}
+
+/// Known before the run, not after it.
+fn check_output_dir(path: &Path) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "--json {}: no directory {}",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    ksm::atomic::write_atomically(path, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn run(
+    label: String,
+    runs: usize,
+    mib: usize,
+    scans: u64,
+    json: Option<&Path>,
+) -> Result<(), String> {
+    if let Some(path) = json {
+        check_output_dir(path)?;
+    }
+    if !is_root() {
+        return Err("must run as root (it changes /sys/kernel/mm/ksm)".into());
+    }
+    let sysfs = Sysfs::system();
+    if !sysfs.present() {
+        return Err("this kernel has no KSM (/sys/kernel/mm/ksm absent)".into());
+    }
+    let ksmd_pid = pid().ok_or("no ksmd thread found in /proc")?;
+    let ksmd = Ksmd {
+        pid: ksmd_pid,
+        clock: CpuClock::probe(ksmd_pid),
+    };
+    let session = Session::open(sysfs.clone(), default_state_dir())
+        .map_err(|e| format!("cannot repair or lock the KSM knobs: {e}"))?;
+    if let Some(msg) = session.recovered().describe() {
+        eprintln!("ksm-bench: {msg}");
+    }
+    ksm::signals::restore_on_termination(sysfs, session.journal_path())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    let settings = Settings {
+        mib,
+        pages_to_scan: 1000,
+        scans,
+    };
+    let mut samples = Vec::new();
+    {
+        let mut guard = session.guard();
+        drive_hard(&mut guard, &settings).map_err(|e| e.to_string())?;
+        // Round-robin, so that a drift of the machine spreads over all.
+        for r in 1..=runs {
+            for w in Workload::ALL {
+                let s = sample(&mut guard, &ksmd, w, &settings)
+                    .map_err(|e| format!("{} run {r}: {e}", w.name()))?;
+                eprintln!(
+                    "ksm-bench: [{r}/{runs}] {:<12} merge {} ms, ksmd CPU per full scan {:.1} ms",
+                    w.name(),
+                    s.merge_ms.map_or("-".into(), |v| format!("{v:.0}")),
+                    s.scan_ksmd_cpu_ms
+                );
+                samples.push(s);
+            }
+        }
+        guard
+            .restore()
+            .map_err(|e| format!("cannot restore the KSM knobs: {e}"))?;
+    }
+    let report = Report {
+        label,
+        kernel: ksm::kernel::uname().0,
+        cpu_clock: ksmd.clock.name().into(),
+        mib,
+        pages_to_scan: settings.pages_to_scan,
+        scans,
+        runs,
+        samples,
+    };
+    print!("{}", report.table());
+    match json {
+        Some(path) => write_json(path, &report),
+        None => Ok(()),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn read_report(path: &Path) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a ksm-bench report: {e}", path.display()))
+}
+
+fn compare_files(a: &Path, b: &Path, json: Option<&Path>) -> Result<(), String> {
+    if let Some(path) = json {
+        check_output_dir(path)?;
+    }
+    let (ra, rb) = (read_report(a)?, read_report(b)?);
+    let rows = compare(&ra, &rb)?;
+    println!(
+        "{} ({}) against {} ({}): {} MiB, {} run(s) and {} run(s); ksmd CPU from {} and {}",
+        ra.label,
+        ra.kernel,
+        rb.label,
+        rb.kernel,
+        ra.mib,
+        ra.runs,
+        rb.runs,
+        ra.cpu_clock,
+        rb.cpu_clock
+    );
+    print!("{}", comparison_table(&ra, &rb, &rows));
+    match json {
+        Some(path) => write_json(
+            path,
+            &serde_json::json!({ "a": ra.label, "b": rb.label, "rows": rows }),
+        ),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,217 @@
+//! A run's JSON report, its table, and the table comparing two reports.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Summary, ranges_apart};
+use crate::workload::Sample;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// A name for the kernel in tables (e.g. "stock", "patched").
+    pub label: String,
+    /// uname -r.
+    pub kernel: String,
+    pub cpu_clock: String,
+    pub mib: usize,
+    pub pages_to_scan: u64,
+    pub scans: u64,
+    pub runs: usize,
+    pub samples: Vec<Sample>,
+}
+
+/// The metrics of a table, in its order: name, unit decimals, value of a
+/// sample (None: not measured for that workload).
+type Metric = (&'static str, usize, fn(&Report, &Sample) -> Option<f64>);
+
+const METRICS: [Metric; 5] = [
+    ("merge time (ms)", 0, |_, s| s.merge_ms),
+    ("merge speed (MiB/s)", 1, |r, s| {
+        s.merge_ms.map(|ms| r.mib as f64 * 1000.0 / ms)
+    }),
+    ("ksmd CPU to merge (ms)", 0, |_, s| s.merge_ksmd_cpu_ms),
+    ("full scan, wall time (ms)", 1, |_, s| Some(s.scan_ms)),
+    ("ksmd CPU per full scan (ms)", 1, |_, s| {
+        Some(s.scan_ksmd_cpu_ms)
+    }),
+];
+
+impl Report {
+    /// The workloads in the order they ran.
+    fn workloads(&self) -> Vec<&str> {
+        let mut w: Vec<&str> = Vec::new();
+        for s in &self.samples {
+            if !w.contains(&s.workload.as_str()) {
+                w.push(&s.workload);
+            }
+        }
+        w
+    }
+
+    fn summary(&self, workload: &str, metric: &Metric) -> Option<Summary> {
+        let values: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.workload == workload)
+            .filter_map(|s| (metric.2)(self, s))
+            .collect();
+        Summary::of(&values)
+    }
+
+    /// The run's table: median (min-max) of every metric.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{} ({}): {} MiB, pages_to_scan {}, sleep_millisecs 0, smart_scan 0; {} run(s), ksmd CPU from {}\n",
+            self.label, self.kernel, self.mib, self.pages_to_scan, self.runs, self.cpu_clock
+        );
+        out += &format!("{:<12} {:<28} median (min-max)\n", "workload", "metric");
+        for w in self.workloads() {
+            for m in &METRICS {
+                if let Some(s) = self.summary(w, m) {
+                    out += &format!("{:<12} {:<28} {}\n", w, m.0, s.show(m.1));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One line of a comparison.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub workload: String,
+    pub metric: &'static str,
+    pub a: Summary,
+    pub b: Summary,
+    /// b's median over a's.
+    pub ratio: f64,
+    /// The samples' ranges do not overlap.
+    pub apart: bool,
+}
+
+/// `a` and `b` side by side, metric by metric; refuses reports measured
+/// differently, which would compare nothing.
+pub fn compare(a: &Report, b: &Report) -> Result<Vec<Row>, String> {
+    if (a.mib, a.pages_to_scan, a.scans) != (b.mib, b.pages_to_scan, b.scans) {
+        return Err(format!(
+            "{} and {} ran with different settings (MiB, pages_to_scan, scans): {:?} and {:?}",
+            a.label,
+            b.label,
+            (a.mib, a.pages_to_scan, a.scans),
+            (b.mib, b.pages_to_scan, b.scans)
+        ));
+    }
+    let mut rows = Vec::new();
+    for w in a.workloads() {
+        for m in &METRICS {
+            if let (Some(sa), Some(sb)) = (a.summary(w, m), b.summary(w, m)) {
+                rows.push(Row {
+                    workload: w.to_string(),
+                    metric: m.0,
+                    a: sa,
+                    b: sb,
+                    ratio: sb.median / sa.median,
+                    apart: ranges_apart(&sa, &sb),
+                });
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Err(format!(
+            "{} and {} have no workload in common",
+            a.label, b.label
+        ));
+    }
+    Ok(rows)
+}
+
+pub fn comparison_table(a: &Report, b: &Report, rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<12} {:<28} {:<24} {:<24} {}/{}\n",
+        "workload", "metric", a.label, b.label, b.label, a.label
+    );
+    for r in rows {
+        let dec = METRICS.iter().find(|m| m.0 == r.metric).map_or(1, |m| m.1);
+        out += &format!(
+            "{:<12} {:<28} {:<24} {:<24} {:.2}{}\n",
+            r.workload,
+            r.metric,
+            r.a.show(dec),
+            r.b.show(dec),
+            r.ratio,
+            if r.apart { "  (ranges apart)" } else { "" }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(workload: &str, merge_ms: Option<f64>, scan_cpu: f64) -> Sample {
+        Sample {
+            workload: workload.into(),
+            merge_ms,
+            merge_ksmd_cpu_ms: merge_ms,
+            scan_ms: scan_cpu,
+            scan_ksmd_cpu_ms: scan_cpu,
+        }
+    }
+
+    fn report(label: &str, samples: Vec<Sample>) -> Report {
+        Report {
+            label: label.into(),
+            kernel: "7.3.4".into(),
+            cpu_clock: "schedstat".into(),
+            mib: 32,
+            pages_to_scan: 1000,
+            scans: 5,
+            runs: 2,
+            samples,
+        }
+    }
+
+    #[test]
+    fn speed_is_the_size_over_the_merge_time() {
+        let r = report("k", vec![sample("identical", Some(500.0), 1.0)]);
+        assert!(
+            r.table()
+                .contains("merge speed (MiB/s)          64.0 (64.0-64.0)")
+        );
+    }
+
+    #[test]
+    fn a_workload_without_merging_has_only_scan_metrics() {
+        let r = report("k", vec![sample("unique", None, 2.0)]);
+        let t = r.table();
+        assert!(!t.contains("merge"), "{t}");
+        assert!(t.contains("ksmd CPU per full scan (ms)"), "{t}");
+    }
+
+    #[test]
+    fn comparison_gives_ratios_and_marks_ranges_apart() {
+        let a = report(
+            "stock",
+            [2.0, 2.5, 3.0].map(|v| sample("unique", None, v)).to_vec(),
+        );
+        let b = report(
+            "patched",
+            [4.0, 5.0, 6.0].map(|v| sample("unique", None, v)).to_vec(),
+        );
+        let rows = compare(&a, &b).unwrap();
+        let cpu = rows
+            .iter()
+            .find(|r| r.metric == "ksmd CPU per full scan (ms)")
+            .unwrap();
+        assert_eq!(cpu.ratio, 2.0);
+        assert!(cpu.apart);
+    }
+
+    #[test]
+    fn reports_measured_differently_are_not_compared() {
+        let a = report("stock", vec![sample("unique", None, 2.0)]);
+        let mut b = report("patched", vec![sample("unique", None, 2.0)]);
+        b.mib = 64;
+        assert!(compare(&a, &b).unwrap_err().contains("different settings"));
+    }
+}

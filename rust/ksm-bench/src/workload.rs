@@ -1,0 +1,202 @@
+//! The workloads ksm-bench times. Each sample maps fresh memory, fills it,
+//! advises it MADV_MERGEABLE and starts ksmd flat out (sleep_millisecs 0,
+//! smart_scan off so that every full scan does the same work), then times
+//! two phases:
+//!
+//! - merging: from run=1 until every page that can merge has (the wall time,
+//!   and the CPU time ksmd spent on it);
+//! - steady scanning: full scans over memory that is already merged (or can
+//!   never merge), which is what KSM costs for as long as it runs.
+//!
+//! The three contents exercise different parts of KSM's trees. Merging
+//! groups of four identical pages fills the stable tree with many KSM
+//! pages; merging identical pages builds chains of dups (max_page_sharing).
+//! Once merged, a page is passed over early by the scan, so their steady
+//! state is mostly the scan itself; unique pages never merge, and every
+//! scan searches both trees for them and reinserts them in the unstable
+//! tree.
+
+use std::time::{Duration, Instant};
+
+use ksm::scan::{wait_full_scans, wait_until};
+use ksm::{Advice, Knob, KnobGuard, Mapping, Result, procfs};
+use serde::{Deserialize, Serialize};
+
+use crate::ksmd::CpuClock;
+
+/// How long a phase may take before the sample fails (TCG guests are slow).
+const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The steady phase lasts at least this long, so that ksmd's CPU time,
+/// which without CONFIG_SCHED_INFO the kernel counts in 10 ms ticks, is
+/// measured to about 1%.
+const MIN_SCAN_PHASE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    GroupsOf4,
+    Identical,
+    Unique,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 3] = [Workload::GroupsOf4, Workload::Identical, Workload::Unique];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::GroupsOf4 => "groups-of-4",
+            Workload::Identical => "identical",
+            Workload::Unique => "unique",
+        }
+    }
+
+    /// The content of page `i`, as a seed of `Mapping::fill` (never 0: a
+    /// page of zeroes is a case of its own, use_zero_pages).
+    fn seed(self, i: usize) -> u64 {
+        match self {
+            Workload::GroupsOf4 => (i / 4) as u64 + 1,
+            Workload::Identical => 1,
+            Workload::Unique => i as u64 + 1,
+        }
+    }
+
+    /// How many of `pages` end up mapped to a KSM page.
+    fn merging(self, pages: usize) -> u64 {
+        match self {
+            Workload::GroupsOf4 => (pages - pages % 4) as u64,
+            Workload::Identical => pages as u64,
+            Workload::Unique => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub mib: usize,
+    pub pages_to_scan: u64,
+    /// Full scans timed in the steady phase, at least.
+    pub scans: u64,
+}
+
+/// One timed sample. The merge fields are None for a workload that does
+/// not merge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub workload: String,
+    pub merge_ms: Option<f64>,
+    pub merge_ksmd_cpu_ms: Option<f64>,
+    pub scan_ms: f64,
+    pub scan_ksmd_cpu_ms: f64,
+}
+
+/// What ksmd is measured by.
+pub struct Ksmd {
+    pub pid: u32,
+    pub clock: CpuClock,
+}
+
+impl Ksmd {
+    fn cpu(&self) -> Result<Duration> {
+        self.clock
+            .read_ns(self.pid)
+            .map(Duration::from_nanos)
+            .ok_or_else(|| {
+                ksm::Error::Other(format!("cannot read ksmd's CPU time (pid {})", self.pid))
+            })
+    }
+}
+
+/// Set ksmd up to scan flat out; the guard puts everything back.
+pub fn drive_hard(guard: &mut KnobGuard<'_>, settings: &Settings) -> Result<()> {
+    // In scan-time advisor mode the kernel refuses pages_to_scan.
+    if guard.sysfs().has(Knob::AdvisorMode) {
+        guard.set(Knob::AdvisorMode, "none")?;
+    }
+    if guard.sysfs().has(Knob::SmartScan) {
+        guard.set(Knob::SmartScan, "0")?;
+    }
+    guard.set(Knob::PagesToScan, &settings.pages_to_scan.to_string())?;
+    guard.set(Knob::SleepMillisecs, "0")
+}
+
+/// Time one sample of `workload`.
+pub fn sample(
+    guard: &mut KnobGuard<'_>,
+    ksmd: &Ksmd,
+    workload: Workload,
+    settings: &Settings,
+) -> Result<Sample> {
+    // Start from nothing: no KSM pages and no rmap_items left from before.
+    guard.set(Knob::Run, "2")?;
+    let pages = settings.mib * 1024 * 1024 / ksm::mem::page_size();
+    let mut mem = Mapping::anon(pages)?;
+    for i in 0..pages {
+        mem.fill(i, workload.seed(i));
+    }
+    mem.advise(Advice::Mergeable)
+        .map_err(|e| ksm::Error::Other(format!("madvise(MADV_MERGEABLE): {e}")))?;
+
+    let (cpu0, t0) = (ksmd.cpu()?, Instant::now());
+    guard.set(Knob::Run, "1")?;
+    let expected = workload.merging(pages);
+    let (merge_ms, merge_ksmd_cpu_ms) = if expected > 0 {
+        wait_until("every page merged", PHASE_TIMEOUT, || {
+            Ok(procfs::ksm_merging_pages(None)? >= expected)
+        })?;
+        (Some(ms(t0.elapsed())), Some(ms(ksmd.cpu()? - cpu0)))
+    } else {
+        // The scan that takes checksums, and the one that builds the
+        // unstable tree: the steady state of pages that never merge.
+        wait_full_scans(guard.sysfs(), 2, PHASE_TIMEOUT)?;
+        (None, None)
+    };
+
+    // Measure whole scans: the one under way ends first.
+    let first = wait_full_scans(guard.sysfs(), 1, PHASE_TIMEOUT)?;
+    let (cpu1, t1) = (ksmd.cpu()?, Instant::now());
+    let mut last = first;
+    while last - first < settings.scans || t1.elapsed() < MIN_SCAN_PHASE {
+        last = wait_full_scans(guard.sysfs(), 1, PHASE_TIMEOUT)?;
+    }
+    let scans = (last - first) as f64;
+    let sample = Sample {
+        workload: workload.name().to_string(),
+        merge_ms,
+        merge_ksmd_cpu_ms,
+        scan_ms: ms(t1.elapsed()) / scans,
+        scan_ksmd_cpu_ms: ms(ksmd.cpu()? - cpu1) / scans,
+    };
+    guard.set(Knob::Run, "2")?;
+    drop(mem);
+    Ok(sample)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_of_4_share_a_content_per_group() {
+        let seeds: Vec<u64> = (0..9).map(|i| Workload::GroupsOf4.seed(i)).collect();
+        assert_eq!(seeds, [1, 1, 1, 1, 2, 2, 2, 2, 3]);
+        // The ninth page has no twin.
+        assert_eq!(Workload::GroupsOf4.merging(9), 8);
+    }
+
+    #[test]
+    fn no_workload_writes_pages_of_zeroes() {
+        for w in Workload::ALL {
+            assert!((0..1000).all(|i| w.seed(i) != 0), "{}", w.name());
+        }
+    }
+
+    #[test]
+    fn unique_pages_never_merge_identical_ones_all_do() {
+        assert_eq!(Workload::Unique.merging(100), 0);
+        assert_eq!(Workload::Identical.merging(100), 100);
+    }
+}
