@@ -42,7 +42,9 @@ enum Command {
         /// The kernel's name in tables.
         #[arg(long, default_value = "this kernel")]
         label: String,
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        /// Samples of each workload (TCG guests vary by a third from one
+        /// to the next: medians need many).
+        #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u64).range(1..=100))]
         runs: u64,
         /// Memory per sample, in MiB.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -154,7 +156,8 @@ fn run(
             for w in Workload::ALL {
                 let s = sample(&mut guard, &ksmd, w, &settings)
                     .map_err(|e| format!("{} run {r}: {e}", w.name()))?;
-                eprintln!(
+                // On stdout: a guest's stderr goes to its console log.
+                println!(
                     "ksm-bench: [{r}/{runs}] {:<12} merge {} ms, ksmd CPU per full scan {:.1} ms",
                     w.name(),
                     s.merge_ms.map_or("-".into(), |v| format!("{v:.0}")),
