@@ -5,12 +5,15 @@
 #
 #   benchmarks/run.sh [ksm-bench run options, e.g. --runs 9 --mib 64]
 #
-# In each guest, ksm-bench (rust/ksm-bench) times its workloads round-robin
-# and writes its samples; then `ksm-bench compare` prints medians, ranges
-# and ratios. Results in out/bench/: stock.json, patched.json, compare.json,
-# compare.txt and the guests' console logs (stock-console.log, ...). Under
-# TCG the absolute numbers are those of an emulated CPU: compare the two
-# columns with each other, not with a real machine.
+# Each kernel boots twice, in the order stock, patched, patched, stock, so
+# that a drift of the machine over the run weighs on both alike; in each
+# guest ksm-bench (rust/ksm-bench) times its workloads round-robin. The
+# samples of a kernel's two boots are merged, then `ksm-bench compare`
+# prints medians, ranges and ratios. Results in out/bench/: stock.json,
+# patched.json, compare.json, compare.txt, and per boot its report and
+# console log (stock-1.json, stock-1-console.log, ...). Under TCG the
+# absolute numbers are those of an emulated CPU: compare the two columns
+# with each other, not with a real machine.
 source "$(dirname "$0")/../ci/lib.sh"
 
 bench=$KSMRS_ROOT/rust/target/release/ksm-bench
@@ -20,16 +23,24 @@ rm -rf "$res"
 mkdir -p "$res"
 
 for variant in stock patched; do
-	log "== $variant"
 	"$KSMRS_ROOT/ci/kernel.sh" "$variant"
+done
+n=0
+for variant in stock patched patched stock; do
+	n=$((n + 1))
+	boot=$variant-$(( n < 3 ? 1 : 2 ))
+	log "== [$n/4] $variant"
 	"$KSMRS_ROOT/virtme/boot.sh" --kernel "$(variant_out "$variant")" --rwdir "$res" \
-		--log "$res/$variant-console.log" --timeout 1800 -- \
-		"$bench" run --label "$variant" --json "$res/$variant.json" "$@" ||
-		die "the $variant guest did not complete the benchmark: see $res/$variant-console.log"
-	if grep -qE "$KSMRS_SPLATS" "$res/$variant-console.log"; then
-		die "kernel splat in the $variant guest: see $res/$variant-console.log"
+		--log "$res/$boot-console.log" --timeout 1800 -- \
+		"$bench" run --label "$variant" --json "$res/$boot.json" "$@" ||
+		die "the $variant guest did not complete the benchmark: see $res/$boot-console.log"
+	if grep -qE "$KSMRS_SPLATS" "$res/$boot-console.log"; then
+		die "kernel splat in the $variant guest: see $res/$boot-console.log"
 	fi
 done
 
+for variant in stock patched; do
+	"$bench" merge "$res/$variant-1.json" "$res/$variant-2.json" --json "$res/$variant.json"
+done
 "$bench" compare "$res/stock.json" "$res/patched.json" --json "$res/compare.json" | tee "$res/compare.txt"
 log "results in $res"

@@ -2,6 +2,7 @@
 //! kernel; and two kernels' results side by side.
 //!
 //!   ksm-bench run [--label L] [--runs N] [--mib M] [--json PATH]
+//!   ksm-bench merge A1.json A2.json... --json A.json
 //!   ksm-bench compare A.json B.json [--json PATH]
 //!
 //! Exit status: 0 done; 2 it could not be (not root, no KSM, a knob that
@@ -21,7 +22,7 @@ use ksm::guard::default_state_dir;
 use ksm::{Session, Sysfs};
 
 use crate::ksmd::{CpuClock, pid};
-use crate::report::{Report, compare, comparison_table};
+use crate::report::{Report, compare, comparison_table, merge};
 use crate::workload::{Ksmd, Settings, Workload, drive_hard, sample};
 
 #[derive(Parser)]
@@ -57,6 +58,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// Several reports of `run --json` of one kernel as one (its boots).
+    Merge {
+        #[arg(required = true, num_args = 1..)]
+        reports: Vec<PathBuf>,
+        /// Write the merged report here (atomically).
+        #[arg(long, value_name = "PATH")]
+        json: PathBuf,
+    },
     /// Two reports of `run --json` side by side: medians and their ratio.
     Compare {
         a: PathBuf,
@@ -81,6 +90,7 @@ fn main() -> ExitCode {
             scans,
             json,
         } => run(label, runs as usize, mib as usize, scans, json.as_deref()),
+        Command::Merge { reports, json } => merge_files(&reports, &json),
         Command::Compare { a, b, json } => compare_files(&a, &b, json.as_deref()),
     };
     match result {
@@ -197,6 +207,15 @@ fn read_report(path: &Path) -> Result<Report, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text)
         .map_err(|e| format!("{} is not a ksm-bench report: {e}", path.display()))
+}
+
+fn merge_files(paths: &[PathBuf], json: &Path) -> Result<(), String> {
+    check_output_dir(json)?;
+    let reports = paths
+        .iter()
+        .map(|p| read_report(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    write_json(json, &merge(reports)?)
 }
 
 fn compare_files(a: &Path, b: &Path, json: Option<&Path>) -> Result<(), String> {

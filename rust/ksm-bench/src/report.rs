@@ -105,6 +105,35 @@ impl Report {
     }
 }
 
+/// The samples of several runs of one kernel (several boots) as one
+/// report; refuses runs of different kernels or settings.
+pub fn merge(reports: Vec<Report>) -> Result<Report, String> {
+    let mut it = reports.into_iter();
+    let mut merged = it.next().ok_or("no report to merge")?;
+    for r in it {
+        let key = |r: &Report| {
+            (
+                r.label.clone(),
+                r.kernel.clone(),
+                r.cpu_clock.clone(),
+                r.mib,
+                r.pages_to_scan,
+                r.scans,
+            )
+        };
+        if key(&r) != key(&merged) {
+            return Err(format!(
+                "cannot merge runs of different kernels or settings: {:?} and {:?}",
+                key(&merged),
+                key(&r)
+            ));
+        }
+        merged.runs += r.runs;
+        merged.samples.extend(r.samples);
+    }
+    Ok(merged)
+}
+
 /// One line of a comparison.
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -269,6 +298,21 @@ mod tests {
         assert_eq!(speed.best_ratio, 2.0);
         let time = rows.iter().find(|r| r.metric == "merge time (ms)").unwrap();
         assert_eq!(time.best_ratio, 0.5);
+    }
+
+    #[test]
+    fn merging_boots_of_one_kernel_adds_their_samples() {
+        let a = report("stock", vec![sample("unique", None, 2.0)]);
+        let b = report("stock", vec![sample("unique", None, 4.0)]);
+        let m = merge(vec![a, b]).unwrap();
+        assert_eq!((m.runs, m.samples.len()), (4, 2));
+    }
+
+    #[test]
+    fn runs_of_different_kernels_do_not_merge() {
+        let a = report("stock", vec![sample("unique", None, 2.0)]);
+        let b = report("patched", vec![sample("unique", None, 4.0)]);
+        assert!(merge(vec![a, b]).unwrap_err().contains("different kernels"));
     }
 
     #[test]
