@@ -3,7 +3,9 @@
 #   - every patch in patches/series applied with git am (ci/tree.sh did it);
 #   - scripts/checkpatch.pl --strict is clean on each patch, or a note below
 #     its "---" (docs/series-notes.txt) justifies each type of report left;
-#   - the kernel's Rust, ours included, is rustfmt-clean (make rustfmtcheck).
+#   - the kernel's Rust, ours included, is rustfmt-clean (make rustfmtcheck);
+#   - the cover letter says what docs/cover-letter.txt says (make patches
+#     regenerates it from there).
 # The slow checks (each patch builds, CLIPPY=1, rustdoc) are in
 # ci/check-series-full.sh.
 source "$(dirname "$0")/lib.sh"
@@ -50,4 +52,15 @@ if [ -f "$out/.config" ]; then
 	fi
 else
 	tap_line "$tap" FAIL "kernel Rust is rustfmt-clean" "$out is not configured (make kernel)"
+fi
+
+# Subject and body of the cover letter, up to the shortlog format-patch adds.
+cover=$KSMRS_ROOT/patches/0000-cover-letter.patch
+if diff -u "$KSMRS_ROOT/docs/cover-letter.txt" <(
+	sed -n 's/^Subject: \[PATCH [0-9]*\/[0-9]*\] //p' "$cover"
+	sed -n '/^Subject: /,/^[^ ].* ([0-9]*):$/p' "$cover" | sed '1d;$d' | sed '$d'
+) >"$logs/cover-letter.diff"; then
+	tap_line "$tap" OK "the cover letter is docs/cover-letter.txt"
+else
+	tap_line "$tap" FAIL "the cover letter is docs/cover-letter.txt" "run make patches; see $logs/cover-letter.diff"
 fi
