@@ -19,12 +19,13 @@ source "$(dirname "$0")/../ci/lib.sh"
 bench=$KSMRS_ROOT/rust/target/release/ksm-bench
 [ -x "$bench" ] || die "no $bench: build it with 'make suite'"
 res=$KSMRS_ROOT/out/bench
-rm -rf "$res"
-mkdir -p "$res"
 
 for variant in stock patched; do
 	"$KSMRS_ROOT/ci/kernel.sh" "$variant"
 done
+# The last results go only once there is a run to replace them.
+rm -rf "$res"
+mkdir -p "$res"
 n=0
 for variant in stock patched patched stock; do
 	n=$((n + 1))

@@ -21,9 +21,9 @@ use clap::{Parser, Subcommand};
 use ksm::guard::default_state_dir;
 use ksm::{Session, Sysfs};
 
-use crate::ksmd::{CpuClock, pid};
+use crate::ksmd::Ksmd;
 use crate::report::{Report, compare, comparison_table, merge};
-use crate::workload::{Ksmd, Settings, Workload, drive_hard, sample};
+use crate::workload::{Settings, Workload, drive_hard, sample};
 
 #[derive(Parser)]
 #[command(
@@ -99,21 +99,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Known before the run, not after it.
-fn check_output_dir(path: &Path) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(format!(
-            "--json {}: no directory {}",
-            path.display(),
-            dir.display()
-        ))
+/// Known before the run, not after it: write the temporary file the result
+/// will be written through, and remove it.
+fn check_output(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("--json {}: is a directory", path.display()));
     }
+    let tmp = ksm::atomic::tmp_path(path);
+    std::fs::write(&tmp, b"")
+        .and_then(|()| std::fs::remove_file(&tmp))
+        .map_err(|e| format!("--json {}: cannot write there: {e}", path.display()))
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
@@ -130,20 +125,24 @@ fn run(
     json: Option<&Path>,
 ) -> Result<(), String> {
     if let Some(path) = json {
-        check_output_dir(path)?;
+        check_output(path)?;
     }
-    if !is_root() {
+    if !nix::unistd::geteuid().is_root() {
         return Err("must run as root (it changes /sys/kernel/mm/ksm)".into());
     }
     let sysfs = Sysfs::system();
     if !sysfs.present() {
         return Err("this kernel has no KSM (/sys/kernel/mm/ksm absent)".into());
     }
-    let ksmd_pid = pid().ok_or("no ksmd thread found in /proc")?;
-    let ksmd = Ksmd {
-        pid: ksmd_pid,
-        clock: CpuClock::probe(ksmd_pid),
-    };
+    let ksmd = Ksmd::find().ok_or("no ksmd thread found in /proc")?;
+    // The mapping, and room for the rest of the system: a run that the OOM
+    // killer ends would leave ksmd driven hard until the next run.
+    let available_mib = ksm::kernel::mem_available_kib() / 1024;
+    if mib as u64 * 2 > available_mib {
+        return Err(format!(
+            "--mib {mib}: needs twice that available, and only {available_mib} MiB are (MemAvailable)"
+        ));
+    }
     let session = Session::open(sysfs.clone(), default_state_dir())
         .map_err(|e| format!("cannot repair or lock the KSM knobs: {e}"))?;
     if let Some(msg) = session.recovered().describe() {
@@ -183,6 +182,9 @@ fn run(
     let report = Report {
         label,
         kernel: ksm::kernel::uname().0,
+        version: nix::sys::utsname::uname()
+            .map(|u| u.version().to_string_lossy().into_owned())
+            .unwrap_or_default(),
         cpu_clock: ksmd.clock.name().into(),
         mib,
         pages_to_scan: settings.pages_to_scan,
@@ -197,11 +199,6 @@ fn run(
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn read_report(path: &Path) -> Result<Report, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -210,7 +207,7 @@ fn read_report(path: &Path) -> Result<Report, String> {
 }
 
 fn merge_files(paths: &[PathBuf], json: &Path) -> Result<(), String> {
-    check_output_dir(json)?;
+    check_output(json)?;
     let reports = paths
         .iter()
         .map(|p| read_report(p))
@@ -220,7 +217,7 @@ fn merge_files(paths: &[PathBuf], json: &Path) -> Result<(), String> {
 
 fn compare_files(a: &Path, b: &Path, json: Option<&Path>) -> Result<(), String> {
     if let Some(path) = json {
-        check_output_dir(path)?;
+        check_output(path)?;
     }
     let (ra, rb) = (read_report(a)?, read_report(b)?);
     let rows = compare(&ra, &rb)?;

@@ -11,6 +11,8 @@ pub struct Report {
     pub label: String,
     /// uname -r.
     pub kernel: String,
+    /// uname -v: the build (stock and patched builds share a release).
+    pub version: String,
     pub cpu_clock: String,
     pub mib: usize,
     pub pages_to_scan: u64,
@@ -115,6 +117,7 @@ pub fn merge(reports: Vec<Report>) -> Result<Report, String> {
             (
                 r.label.clone(),
                 r.kernel.clone(),
+                r.version.clone(),
                 r.cpu_clock.clone(),
                 r.mib,
                 r.pages_to_scan,
@@ -157,6 +160,21 @@ pub struct Row {
 /// `a` and `b` side by side, metric by metric; refuses reports measured
 /// differently, which would compare nothing.
 pub fn compare(a: &Report, b: &Report) -> Result<Vec<Row>, String> {
+    if a.cpu_clock != b.cpu_clock {
+        return Err(format!(
+            "{} measured ksmd's CPU from {}, {} from {}: not comparable",
+            a.label, a.cpu_clock, b.label, b.cpu_clock
+        ));
+    }
+    if a.workloads() != b.workloads() {
+        return Err(format!(
+            "{} ran {:?}, {} ran {:?}: not the same workloads",
+            a.label,
+            a.workloads(),
+            b.label,
+            b.workloads()
+        ));
+    }
     if (a.mib, a.pages_to_scan, a.scans) != (b.mib, b.pages_to_scan, b.scans) {
         return Err(format!(
             "{} and {} ran with different settings (MiB, pages_to_scan, scans): {:?} and {:?}",
@@ -184,10 +202,7 @@ pub fn compare(a: &Report, b: &Report) -> Result<Vec<Row>, String> {
         }
     }
     if rows.is_empty() {
-        return Err(format!(
-            "{} and {} have no workload in common",
-            a.label, b.label
-        ));
+        return Err(format!("{} and {} have no samples", a.label, b.label));
     }
     Ok(rows)
 }
@@ -230,6 +245,7 @@ mod tests {
         Report {
             label: label.into(),
             kernel: "7.3.4".into(),
+            version: "#1 SMP PREEMPT".into(),
             cpu_clock: "schedstat".into(),
             mib: 32,
             pages_to_scan: 1000,
@@ -313,6 +329,20 @@ mod tests {
         let a = report("stock", vec![sample("unique", None, 2.0)]);
         let b = report("patched", vec![sample("unique", None, 4.0)]);
         assert!(merge(vec![a, b]).unwrap_err().contains("different kernels"));
+    }
+
+    #[test]
+    fn reports_of_other_workloads_or_clocks_are_not_compared() {
+        let a = report("stock", vec![sample("unique", None, 2.0)]);
+        let b = report("patched", vec![sample("identical", None, 2.0)]);
+        assert!(
+            compare(&a, &b)
+                .unwrap_err()
+                .contains("not the same workloads")
+        );
+        let mut c = report("patched", vec![sample("unique", None, 2.0)]);
+        c.cpu_clock = "stat utime+stime".into();
+        assert!(compare(&a, &c).unwrap_err().contains("not comparable"));
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! Summaries of the samples, and the comparison of two kernels' reports.
+//! Summaries of samples: median, range, and whether two ranges are apart.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Median, minimum and maximum of a set of samples.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {
     pub median: f64,
     pub min: f64,

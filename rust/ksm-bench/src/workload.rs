@@ -18,14 +18,22 @@
 
 use std::time::{Duration, Instant};
 
-use ksm::scan::{wait_full_scans, wait_until};
+use ksm::scan::{wait_full_scans, wait_within_scans};
 use ksm::{Advice, Knob, KnobGuard, Mapping, Result, procfs};
 use serde::{Deserialize, Serialize};
 
-use crate::ksmd::CpuClock;
+use crate::ksmd::Ksmd;
 
 /// How long a phase may take before the sample fails (TCG guests are slow).
 const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The sharers per KSM page (the default): identical pages form chains of
+/// dups of this many.
+const MAX_PAGE_SHARING: u64 = 256;
+
+/// Full scans after which merging must be complete: two to merge, and
+/// room for a scan that races with the page faults of the fill.
+const MERGE_SCANS: u64 = 5;
 
 /// The steady phase lasts at least this long, so that ksmd's CPU time,
 /// which without CONFIG_SCHED_INFO the kernel counts in 10 ms ticks, is
@@ -89,25 +97,13 @@ pub struct Sample {
     pub scan_ksmd_cpu_ms: f64,
 }
 
-/// What ksmd is measured by.
-pub struct Ksmd {
-    pub pid: u32,
-    pub clock: CpuClock,
-}
-
-impl Ksmd {
-    fn cpu(&self) -> Result<Duration> {
-        self.clock
-            .read_ns(self.pid)
-            .map(Duration::from_nanos)
-            .ok_or_else(|| {
-                ksm::Error::Other(format!("cannot read ksmd's CPU time (pid {})", self.pid))
-            })
-    }
-}
-
-/// Set ksmd up to scan flat out; the guard puts everything back.
+/// Set ksmd up to scan flat out, with the merging rules the workloads
+/// expect; the guard puts everything back.
 pub fn drive_hard(guard: &mut KnobGuard<'_>, settings: &Settings) -> Result<()> {
+    // merge_across_nodes may change only with no KSM page left: run=2.
+    guard.set(Knob::Run, "2")?;
+    guard.set(Knob::MergeAcrossNodes, "1")?;
+    guard.set(Knob::MaxPageSharing, &MAX_PAGE_SHARING.to_string())?;
     // In scan-time advisor mode the kernel refuses pages_to_scan.
     if guard.sysfs().has(Knob::AdvisorMode) {
         guard.set(Knob::AdvisorMode, "none")?;
@@ -139,20 +135,29 @@ pub fn sample(
     let (cpu0, t0) = (ksmd.cpu()?, Instant::now());
     guard.set(Knob::Run, "1")?;
     let expected = workload.merging(pages);
-    let (merge_ms, merge_ksmd_cpu_ms) = if expected > 0 {
-        wait_until("every page merged", PHASE_TIMEOUT, || {
-            Ok(procfs::ksm_merging_pages(None)? >= expected)
-        })?;
-        (Some(ms(t0.elapsed())), Some(ms(ksmd.cpu()? - cpu0)))
+    let (merge_ms, merge_ksmd_cpu_ms, first) = if expected > 0 {
+        wait_within_scans(
+            guard.sysfs(),
+            "every page merged",
+            MERGE_SCANS,
+            PHASE_TIMEOUT,
+            || Ok(procfs::ksm_merging_pages(None)? >= expected),
+        )?;
+        let (merge_ms, merge_cpu_ms) = (ms(t0.elapsed()), ms(ksmd.cpu()? - cpu0));
+        // Measure whole scans: the one under way ends first.
+        let first = wait_full_scans(guard.sysfs(), 1, PHASE_TIMEOUT)?;
+        (Some(merge_ms), Some(merge_cpu_ms), first)
     } else {
         // The scan that takes checksums, and the one that builds the
-        // unstable tree: the steady state of pages that never merge.
-        wait_full_scans(guard.sysfs(), 2, PHASE_TIMEOUT)?;
-        (None, None)
+        // unstable tree: then pages that never merge are in their steady
+        // state, at the end of a scan.
+        (
+            None,
+            None,
+            wait_full_scans(guard.sysfs(), 2, PHASE_TIMEOUT)?,
+        )
     };
 
-    // Measure whole scans: the one under way ends first.
-    let first = wait_full_scans(guard.sysfs(), 1, PHASE_TIMEOUT)?;
     let (cpu1, t1) = (ksmd.cpu()?, Instant::now());
     let mut last = first;
     while last - first < settings.scans || t1.elapsed() < MIN_SCAN_PHASE {

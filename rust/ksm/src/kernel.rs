@@ -111,15 +111,25 @@ pub fn memory_nodes() -> Vec<usize> {
         .unwrap_or_else(|_| vec![0])
 }
 
-/// Free swap in KiB, summed over active swap devices.
-pub fn swap_free_kib() -> u64 {
+/// A field of /proc/meminfo, in KiB; 0 if it cannot be read.
+fn meminfo_kib(field: &str) -> u64 {
     let Ok(text) = fs::read_to_string("/proc/meminfo") else {
         return 0;
     };
     text.lines()
-        .find_map(|l| l.strip_prefix("SwapFree:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Free swap in KiB, summed over active swap devices.
+pub fn swap_free_kib() -> u64 {
+    meminfo_kib("SwapFree")
+}
+
+/// Memory available for new allocations without swapping, in KiB.
+pub fn mem_available_kib() -> u64 {
+    meminfo_kib("MemAvailable")
 }
 
 #[cfg(test)]

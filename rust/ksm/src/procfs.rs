@@ -217,14 +217,42 @@ pub fn ksm_users() -> Vec<KsmUser> {
     users
 }
 
-/// Parent pid and command name from /proc/<pid>/stat.
-pub fn ppid_comm(pid: u32) -> Option<(u32, String)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// The fields of /proc/<pid>/stat that we use.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub comm: String,
+    pub ppid: u32,
+    /// CPU time in user and kernel mode, in clock ticks (sysconf(_SC_CLK_TCK)).
+    pub utime: u64,
+    pub stime: u64,
+}
+
+/// /proc/<pid>/stat, parsed.
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parse /proc/<pid>/stat. comm is in parentheses and may contain spaces and
+/// parentheses itself: the fields after it start after the last ')'.
+pub fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    let ppid = text[close + 1..].split_whitespace().nth(1)?.parse().ok()?;
-    Some((ppid, comm))
+    let comm = text.get(open + 1..close)?.to_string();
+    // From field 3 (state) on; ppid is field 4, utime and stime 14 and 15
+    // (proc(5)).
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let field = |n: usize| rest.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        comm,
+        ppid: u32::try_from(field(4)?).ok()?,
+        utime: field(14)?,
+        stime: field(15)?,
+    })
+}
+
+/// Parent pid and command name from /proc/<pid>/stat.
+pub fn ppid_comm(pid: u32) -> Option<(u32, String)> {
+    stat(pid).map(|s| (s.ppid, s.comm))
 }
 
 /// Whether `pid` is `ancestor` or descends from it.
@@ -258,6 +286,34 @@ pub fn vmstat(name: &str) -> Result<Option<u64>> {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[test]
+    fn stat_of_a_kernel_thread() {
+        let text = "41 (ksmd) S 2 0 0 0 -1 2129984 0 0 0 0 17 305 0 0 25 5 1 0 9 0 0 \
+                    18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0 0 0 0 0";
+        let want = Stat {
+            comm: "ksmd".into(),
+            ppid: 2,
+            utime: 17,
+            stime: 305,
+        };
+        assert_eq!(parse_stat(text), Some(want));
+    }
+
+    #[test]
+    fn stat_comm_with_spaces_and_parentheses() {
+        let text = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 5 0 0";
+        let s = parse_stat(text).unwrap();
+        assert_eq!(
+            (s.comm.as_str(), s.ppid, s.utime, s.stime),
+            ("a) b (c)", 1, 3, 4)
+        );
+    }
+
+    #[test]
+    fn truncated_stat_is_none() {
+        assert_eq!(parse_stat("7 (x) R 1 2 3"), None);
+    }
 
     const STAT_7_3: &str = "ksm_rmap_items 12\nksm_zero_pages 0\nksm_merging_pages 10\n\
         ksm_process_profit 40192\nksm_merge_any: no\nksm_mergeable: yes\n";
