@@ -147,9 +147,8 @@ pub struct Row {
     /// b's median over a's.
     pub ratio: f64,
     /// b's best sample over a's (the shortest time, the highest speed).
-    /// Under TCG the samples of one kernel fall into a fast and a slow mode
-    /// of the emulator, and the median moves with their mix; the best, the
-    /// fast mode's edge, moves much less.
+    /// Under TCG the samples of one kernel spread up to twofold and the
+    /// median moves with where they fell; the best moves much less.
     pub best_ratio: f64,
     #[serde(skip)]
     pub decimals: usize,
