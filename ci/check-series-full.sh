@@ -18,8 +18,12 @@ tip=$(tgit -C "$TREE" rev-parse HEAD)
 restore() { tgit -C "$TREE" checkout -q -f "$PATCHED_BRANCH"; }
 trap restore EXIT
 
-for commit in $(tgit -C "$TREE" rev-list --reverse "$BASE_TAG..$tip"); do
+commits=$(tgit -C "$TREE" rev-list --reverse "$BASE_TAG..$tip")
+n=0 total=$(wc -w <<<"$commits")
+for commit in $commits; do
+	n=$((n + 1))
 	subject=$(tgit -C "$TREE" log -1 --format=%s "$commit")
+	log "[$n/$total] building: $subject"
 	tgit -C "$TREE" checkout -q -f "$commit"
 	if "$KSMRS_ROOT/ci/kernel.sh" patched >"$logs/bisect-$commit.log" 2>&1; then
 		tap_line "$tap" OK "builds on its own: $subject"
@@ -50,6 +54,7 @@ variant_check() {
 }
 for check in "nokunit KSM_KUNIT_TEST" "nonuma NUMA"; do
 	set -- $check
+	log "building the Rust half without CONFIG_$2"
 	if variant_check "$1" "$2"; then
 		tap_line "$tap" OK "the Rust half builds without CONFIG_$2"
 	else
@@ -57,6 +62,7 @@ for check in "nokunit KSM_KUNIT_TEST" "nonuma NUMA"; do
 	fi
 done
 
+log "make rustdoc"
 if PATH=$KERNEL_PATH make -C "$TREE" O="$(variant_out patched)" -s rustdoc >"$logs/rustdoc.log" 2>&1; then
 	tap_line "$tap" OK "make rustdoc"
 else
