@@ -43,6 +43,9 @@ enum Command {
         /// The kernel's name in tables.
         #[arg(long, default_value = "this kernel")]
         label: String,
+        /// Only this workload (repeatable): groups-of-4, identical, unique.
+        #[arg(long = "workload", value_name = "W")]
+        workloads: Vec<String>,
         /// Samples of each workload (TCG guests vary by a third from one
         /// to the next: medians need many).
         #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u64).range(1..=100))]
@@ -85,11 +88,21 @@ fn main() -> ExitCode {
     let result = match Args::parse().command {
         Command::Run {
             label,
+            workloads,
             runs,
             mib,
             scans,
             json,
-        } => run(label, runs as usize, mib as usize, scans, json.as_deref()),
+        } => select(&workloads).and_then(|w| {
+            run(
+                label,
+                &w,
+                runs as usize,
+                mib as usize,
+                scans,
+                json.as_deref(),
+            )
+        }),
         Command::Merge { reports, json } => merge_files(&reports, &json),
         Command::Compare { a, b, json } => compare_files(&a, &b, json.as_deref()),
     };
@@ -117,8 +130,28 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> 
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The workloads named, all if none is.
+fn select(names: &[String]) -> Result<Vec<Workload>, String> {
+    if names.is_empty() {
+        return Ok(Workload::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            Workload::ALL
+                .into_iter()
+                .find(|w| w.name() == n)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                    format!("no workload {n:?}; there are {}", known.join(", "))
+                })
+        })
+        .collect()
+}
+
 fn run(
     label: String,
+    workloads: &[Workload],
     runs: usize,
     mib: usize,
     scans: u64,
@@ -162,7 +195,7 @@ fn run(
         drive_hard(&mut guard, &settings).map_err(|e| e.to_string())?;
         // Round-robin, so that a drift of the machine spreads over all.
         for r in 1..=runs {
-            for w in Workload::ALL {
+            for &w in workloads {
                 let s = sample(&mut guard, &ksmd, w, &settings)
                     .map_err(|e| format!("{} run {r}: {e}", w.name()))?;
                 // On stdout: a guest's stderr goes to its console log.
