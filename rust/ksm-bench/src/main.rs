@@ -275,3 +275,28 @@ fn compare_files(a: &Path, b: &Path, json: Option<&Path>) -> Result<(), String> 
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_workload_named_means_all() {
+        assert_eq!(select(&[]).unwrap(), Workload::ALL.to_vec());
+    }
+
+    #[test]
+    fn workloads_are_picked_by_name_in_the_order_given() {
+        let names = ["unique".to_string(), "identical".to_string()];
+        assert_eq!(
+            select(&names).unwrap(),
+            [Workload::Unique, Workload::Identical]
+        );
+    }
+
+    #[test]
+    fn an_unknown_workload_names_the_known_ones() {
+        let e = select(&["nope".to_string()]).unwrap_err();
+        assert!(e.contains("groups-of-4, identical, unique"), "{e}");
+    }
+}
