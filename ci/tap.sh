@@ -13,12 +13,17 @@ tap_line() {
 	esac >>"$file"
 }
 
+# tap_log FILE NAME: the log of check NAME, beside FILE.
+tap_log() {
+	echo "$(dirname "$1")/$(echo "$2" | tr -c 'A-Za-z0-9_.-' '_').log"
+}
+
 # tap_check FILE NAME CMD...: run CMD, its output in a log beside FILE, and
 # append one result for it; a failure also shows the log's tail.
 tap_check() {
 	local file=$1 name=$2 logf
 	shift 2
-	logf="$(dirname "$file")/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+	logf=$(tap_log "$file" "$name")
 	if "$@" >"$logf" 2>&1; then
 		tap_line "$file" OK "$name"
 	else
@@ -33,7 +38,7 @@ tap_check() {
 tap_shown() {
 	local file=$1 name=$2 logf
 	shift 2
-	logf="$(dirname "$file")/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+	logf=$(tap_log "$file" "$name")
 	if "$@" 2>&1 | tee "$logf" >&2; then
 		tap_line "$file" OK "$name"
 	else
