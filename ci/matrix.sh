@@ -60,27 +60,27 @@ matrix_start=$(date +%s)
 HOST="$(. /etc/os-release && echo "$PRETTY_NAME"), $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r), $(qemu-system-x86_64 --version 2>/dev/null | head -n 1 || echo "no QEMU")"
 log "matrix: ${kernels[*]} (guest timeout ${TIMEOUT}s)"
 
-# Wait until no qemu runs on this machine: one guest at a time on 2 cores.
-wait_for_qemu() {
-	local waited=0 pids
-	while pids=$(pgrep -f '^(\S*/)?qemu-system' | paste -sd' ' -); [ -n "$pids" ]; do
-		[ "$waited" -ge "$QEMU_WAIT" ] && return 1
-		[ $((waited % 60)) = 0 ] && log "$k: waiting for another qemu to finish (pid $pids, ${waited}s so far)"
+# wait_while_running PATTERN LIMIT WHAT: wait until no process matches
+# PATTERN (pgrep -f), saying WHAT once a minute; 1 after LIMIT seconds.
+wait_while_running() {
+	local pattern=$1 limit=$2 what=$3 waited=0 pids
+	while pids=$(pgrep -f "$pattern" | paste -sd' ' -); [ -n "$pids" ]; do
+		[ "$waited" -ge "$limit" ] && return 1
+		[ $((waited % 60)) = 0 ] && log "$what (pid $pids, ${waited}s so far)"
 		sleep 10
 		waited=$((waited + 10))
 	done
 }
 
+# Wait until no qemu runs on this machine: one guest at a time on 2 cores.
+wait_for_qemu() {
+	wait_while_running '^(\S*/)?qemu-system' "$QEMU_WAIT" "$k: waiting for another qemu to finish"
+}
+
 # Wait while someone builds variant $1 with ci/kernel.sh: its bzImage is
 # about to be replaced, and a second build in the same directory breaks both.
 wait_for_build() {
-	local waited=0 pids
-	while pids=$(pgrep -f "ci/kernel\.sh $1( |\$)" | paste -sd' ' -); [ -n "$pids" ]; do
-		[ "$waited" -ge "$BUILD_WAIT" ] && return 1
-		[ $((waited % 60)) = 0 ] && log "$1: waiting for a running 'ci/kernel.sh $1' to finish (pid $pids, ${waited}s so far)"
-		sleep 10
-		waited=$((waited + 10))
-	done
+	wait_while_running "ci/kernel\.sh $1( |\$)" "$BUILD_WAIT" "$1: waiting for a running 'ci/kernel.sh $1' to finish"
 }
 
 # The last error line of a log, without colours.
