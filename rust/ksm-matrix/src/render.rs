@@ -246,38 +246,37 @@ fn kernels(md: &mut String, columns: &[Column]) {
         let _ = writeln!(md, "- {}: {how}", names(&cs));
     }
     let _ = writeln!(md);
-    let versions: Vec<&Column> = columns
+    per_column(
+        md,
+        columns,
+        "The kernels as they booted (/proc/version)",
+        |c| c.linux_version.as_deref(),
+    );
+    per_column(md, columns, "Kernel warnings in the guest console", |c| {
+        c.console_splat.as_deref()
+    });
+}
+
+/// A list under `title` of each column's `field`, for the columns that have
+/// it; nothing if none has.
+fn per_column(
+    md: &mut String,
+    columns: &[Column],
+    title: &str,
+    field: impl Fn(&Column) -> Option<&str>,
+) {
+    let items: Vec<(&str, &str)> = columns
         .iter()
-        .filter(|c| c.linux_version.is_some())
+        .filter_map(|c| Some((c.kernel.as_str(), field(c)?)))
         .collect();
-    if !versions.is_empty() {
-        let _ = writeln!(md, "The kernels as they booted (/proc/version):\n");
-        for c in versions {
-            let _ = writeln!(
-                md,
-                "- {}: `{}`",
-                c.kernel,
-                c.linux_version.as_deref().unwrap_or_default()
-            );
-        }
-        let _ = writeln!(md);
+    if items.is_empty() {
+        return;
     }
-    let splats: Vec<&Column> = columns
-        .iter()
-        .filter(|c| c.console_splat.is_some())
-        .collect();
-    if !splats.is_empty() {
-        let _ = writeln!(md, "Kernel warnings in the guest console:\n");
-        for c in splats {
-            let _ = writeln!(
-                md,
-                "- {}: `{}`",
-                c.kernel,
-                c.console_splat.as_deref().unwrap_or_default()
-            );
-        }
-        let _ = writeln!(md);
+    let _ = writeln!(md, "{title}:\n");
+    for (kernel, value) in items {
+        let _ = writeln!(md, "- {kernel}: `{value}`");
     }
+    let _ = writeln!(md);
 }
 
 /// Results of one check grouped: what it did, on which columns.

@@ -171,6 +171,8 @@ fn page_has(#[case] fragment: &str) {
 #[case("- `swap/s`")]
 // No clock in the output.
 #[case("generated at")]
+// No column had a warning in its console.
+#[case("Kernel warnings")]
 fn page_lacks(#[case] fragment: &str) {
     let cols: Vec<Column> = sample().into_iter().take(2).collect();
     let md = render(&cols, &Options::default());
@@ -178,6 +180,18 @@ fn page_lacks(#[case] fragment: &str) {
         !md.contains(fragment),
         "unexpected:\n{fragment}\n--- in ---\n{md}"
     );
+}
+
+#[test]
+fn console_warnings_are_listed_per_column() {
+    let mut cols = sample();
+    cols[1].console_splat = Some("WARNING: CPU: 0 PID: 1 at mm/ksm.c:1".into());
+    let md = render(&cols, &Options::default());
+    assert!(
+        md.contains("Kernel warnings in the guest console:\n\n- new: `WARNING: CPU: 0 PID: 1 at mm/ksm.c:1`\n\n"),
+        "{md}"
+    );
+    assert!(md.contains("The kernels as they booted (/proc/version):\n\n- old: `Linux version 6.1.0-56-amd64 #1`\n"), "{md}");
 }
 
 #[test]
