@@ -18,6 +18,13 @@ esac
 [ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
 
 out=$(variant_out "$variant")
+# One kernel build at a time on this machine, whichever cache or checkout
+# asks: two builds on two cores take longer together than one after the other.
+exec 9>"${KSMRS_LOCK_DIR:-/run/lock}/ksm-rs-kernel-build.lock"
+if ! flock -n 9; then
+	log "waiting for another kernel build on this machine to finish"
+	flock 9
+fi
 mkdir -p "$out" "$CCACHE_DIR"
 export PATH=$KERNEL_PATH
 if [ "$variant" = debug ]; then

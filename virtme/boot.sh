@@ -68,6 +68,14 @@ mkdir -p "$(dirname "$logfile")"
 rw=()
 [ -n "$rwdir" ] && { mkdir -p "$rwdir"; rw=(--rwdir "$rwdir"); }
 
+# One guest at a time on this machine: two TCG guests on two cores slow each
+# other down, and a benchmark's wall-clock figures would mean nothing.
+exec 8>"${KSMRS_LOCK_DIR:-/run/lock}/ksm-rs-qemu.lock"
+if ! flock -n 8; then
+	log "waiting for another guest on this machine to finish"
+	flock 8
+fi
+
 log "booting $(basename "$image") ($image) under TCG: ${memory} RAM, $nodes node(s), timeout ${timeout}s; console: $logfile"
 start=$(date +%s)
 
