@@ -78,6 +78,10 @@ if ! "$VENV/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
 	"$VENV/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
 fi
 
+# make bench counts ksmd's instructions with a QEMU plugin built against the
+# installed QEMU's plugin header (from its Debian source package).
+"$KSMRS_ROOT/benchmarks/plugin/build.sh" >/dev/null
+
 # The userspace tests run under cargo-nextest: this machine's if it is the
 # pinned version, else ours.
 if ! cargo-nextest --version 2>/dev/null | grep -q "^cargo-nextest $NEXTEST_VERSION " &&

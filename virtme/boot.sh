@@ -10,12 +10,16 @@
 #   --timeout S    kill the guest after S seconds (default 900)
 #   --log FILE     console log (default OUT/console.log)
 #   --rwdir DIR    a host directory the guest may write (results)
+#   --qemu-opts O  more QEMU options, e.g. "-icount shift=0,sleep=off" or
+#                  "-plugin file=X.so,arg=..." (repeatable; split at spaces)
+#   --append A     more kernel command line (repeatable)
 #
 # The command's stdout/stderr come back on ours and its exit status is ours.
 # The kernel console is kept in the log; a progress line shows the boot.
 source "$(dirname "$0")/../ci/lib.sh"
 
 kernel=$(variant_out patched) memory=2G nodes=2 timeout=900 logfile="" rwdir=""
+extra_qemu="" append="proc_mem.force_override=always"
 while [ $# -gt 0 ]; do
 	case "$1" in
 		--kernel) kernel=$2; shift 2 ;;
@@ -24,8 +28,10 @@ while [ $# -gt 0 ]; do
 		--timeout) timeout=$2; shift 2 ;;
 		--log) logfile=$2; shift 2 ;;
 		--rwdir) rwdir=$2; shift 2 ;;
+		--qemu-opts) extra_qemu+=" $2"; shift 2 ;;
+		--append) append+=" $2"; shift 2 ;;
 		--) shift; break ;;
-		-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -53,15 +59,18 @@ fi
 
 mem_mb=$(numfmt --from=iec "${memory}" 2>/dev/null) || die "--memory: bad size '$memory'"
 mem_mb=$((mem_mb / 1048576))
-numa=() smp=()
+numa=() qemu_opts=()
 if [ "$nodes" -gt 1 ]; then
 	# One socket per node: CPUs of one socket on two nodes make the
 	# scheduler's topology check WARN at boot, noise in every console log.
-	smp=(--qemu-opts "-smp $nodes,sockets=$nodes,cores=1,threads=1")
+	qemu_opts=(--qemu-opts "-smp $nodes,sockets=$nodes,cores=1,threads=1")
 	for ((i = 0; i < nodes; i++)); do
 		numa+=(--numa "$((mem_mb / nodes))M,cpus=$i")
 	done
 fi
+# vng joins its --qemu-opts with spaces into one shell command line.
+[[ $extra_qemu != *[\'\"\;\&\|\$\`]* ]] || die "--qemu-opts: no quotes or shell metacharacters, got '$extra_qemu'"
+[ -z "$extra_qemu" ] || qemu_opts+=(--qemu-opts "${extra_qemu# }")
 
 logfile=${logfile:-${rwdir:-$KSMRS_CACHE}/console.log}
 mkdir -p "$(dirname "$logfile")"
@@ -86,8 +95,8 @@ start=$(date +%s)
 # Both must be pipes: QEMU reopens /proc/self/fd/N, which truncates files.
 set +e
 PATH=$VENV/bin:$PATH timeout -k 10 "$timeout" vng --run "$image" --disable-kvm --verbose \
-	--cpus "$nodes" --memory "${mem_mb}M" "${numa[@]}" "${rw[@]}" "${smp[@]}" \
-	--append "proc_mem.force_override=always" \
+	--cpus "$nodes" --memory "${mem_mb}M" "${numa[@]}" "${rw[@]}" "${qemu_opts[@]}" \
+	--append "$append" \
 	-- "$KSMRS_ROOT/virtme/guest-exec.sh" "$@" \
 	2> >(awk -v start="$start" -v logf="$logfile" -v splats="$KSMRS_SPLATS" '
 		{ print > logf; fflush(logf) }
