@@ -34,14 +34,21 @@
  *
  *   ksmcount 1 symbols=N map=PATH               header
  *   session S                                   at a session marker
- *   mark SEQ OWN IRQ BUSY                        window totals; BUSY: ksmd was
- *                                                on another vCPU at the mark
+ *   mark SEQ OWN IRQ LATE                        window totals (see below)
  *   f ADDR OWN IRQ NAME                          per symbol, nonzero only
  *   end SEQ
  *   exit OWN IRQ SWITCHES KSMD CONFLICTS         at the end: cumulative totals
  *
- * SEQ counts marks from 1 within a session. NAME is "?" for code outside
- * the kernel image (modules, BPF), ADDR its symbol's start.
+ * SEQ counts marks from 1 within a session (the session's marker is the
+ * first). NAME is "?" for code outside the kernel image (modules, BPF),
+ * ADDR its symbol's start.
+ *
+ * A window ends where ksmd is off every vCPU: the guest marks once ksmd
+ * sleeps, but ksmd may still be on its way into schedule() on another vCPU
+ * (its state reads 'S' from the moment it prepares to sleep). Then the mark
+ * is written when ksmd switches out, and LATE says how many of ksmd's
+ * instructions that took; a LATE of more than a few thousand means the
+ * guest did not wait for ksmd to sleep, and the window is not what it meant.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -102,6 +109,7 @@ struct vcpu {
 	int depth;      /* interrupts/exceptions nested while ksmd is current */
 	uint64_t *own;  /* per symbol */
 	uint64_t *irq;
+	uint64_t total; /* own + irq, all symbols */
 	uint64_t switches;
 } __attribute__((aligned(64)));
 
@@ -117,6 +125,8 @@ static struct tbinfo *tb_allocs;
 static FILE *out;
 static uint64_t *last_own, *last_irq; /* totals at the previous mark */
 static uint64_t seq;
+static int pending = -1;       /* kind of a mark waiting for ksmd to sleep */
+static uint64_t pending_total; /* ksmd's instructions when it was asked for */
 
 static void add(uint64_t *c, uint64_t n)
 {
@@ -131,10 +141,25 @@ static uint64_t load(const uint64_t *c)
 static void count_runs(struct vcpu *v, const struct run *r, int n)
 {
 	uint64_t *c = v->depth > 0 ? v->irq : v->own;
+	uint64_t sum = 0;
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		add(&c[r[i].sym], r[i].n);
+		sum += r[i].n;
+	}
+	add(&v->total, sum);
 }
+
+static uint64_t ksmd_total(void)
+{
+	uint64_t t = 0;
+
+	for (int c = 0; c < nvcpus; c++)
+		t += load(&vcpus[c].total);
+	return t;
+}
+
+static void write_mark(int kind, uint64_t late);
 
 static void tb_exec(unsigned int vcpu_index, void *udata)
 {
@@ -146,7 +171,7 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
 
 		if (!k) {
 			__atomic_store_n(&ksmd_task, v->task, __ATOMIC_RELAXED);
-			v->is_ksmd = true;
+			__atomic_store_n(&v->is_ksmd, true, __ATOMIC_RELAXED);
 			v->depth = 0;
 		} else if (k != v->task) {
 			__atomic_fetch_add(&ksmd_conflicts, 1, __ATOMIC_RELAXED);
@@ -167,12 +192,23 @@ static void task_switch(unsigned int vcpu_index, qemu_plugin_meminfo_t info,
 {
 	struct tbinfo *ti = udata;
 	struct vcpu *v = &vcpus[vcpu_index];
+	bool next_is_ksmd = vaddr == __atomic_load_n(&ksmd_task, __ATOMIC_RELAXED);
 
-	if (v->is_ksmd)
-		ksmd_saved_depth = v->depth;
 	v->task = vaddr;
 	v->switches++;
-	v->is_ksmd = vaddr == __atomic_load_n(&ksmd_task, __ATOMIC_RELAXED);
+	if (v->is_ksmd) {
+		/* ksmd leaves: a mark that waited for it is due now. */
+		pthread_mutex_lock(&lock);
+		ksmd_saved_depth = v->depth;
+		__atomic_store_n(&v->is_ksmd, next_is_ksmd, __ATOMIC_RELAXED);
+		if (pending >= 0 && !next_is_ksmd) {
+			write_mark(pending, ksmd_total() - pending_total);
+			pending = -1;
+		}
+		pthread_mutex_unlock(&lock);
+	} else {
+		__atomic_store_n(&v->is_ksmd, next_is_ksmd, __ATOMIC_RELAXED);
+	}
 	v->depth = v->is_ksmd ? ksmd_saved_depth : 0;
 	if (v->is_ksmd)
 		count_runs(v, ti->runs + ti->npre, ti->npost);
@@ -322,21 +358,16 @@ static void totals(uint64_t s, uint64_t *own, uint64_t *irq)
 	}
 }
 
-static void marker(unsigned int vcpu_index, void *udata)
+/* With the lock held. */
+static void write_mark(int kind, uint64_t late)
 {
+	static uint64_t sessions;
 	uint64_t own_sum = 0, irq_sum = 0;
-	bool busy = false;
 
-	pthread_mutex_lock(&lock);
-	if ((uintptr_t)udata == 1) {
-		static uint64_t sessions;
-
+	if (kind == 1) {
 		seq = 0;
 		fprintf(out, "session %" PRIu64 "\n", ++sessions);
 	}
-	for (int c = 0; c < nvcpus; c++)
-		busy |= c != (int)vcpu_index &&
-			__atomic_load_n(&vcpus[c].is_ksmd, __ATOMIC_RELAXED);
 	for (size_t s = 0; s <= nsyms; s++) {
 		uint64_t own, irq;
 
@@ -344,8 +375,8 @@ static void marker(unsigned int vcpu_index, void *udata)
 		own_sum += own - last_own[s];
 		irq_sum += irq - last_irq[s];
 	}
-	fprintf(out, "mark %" PRIu64 " %" PRIu64 " %" PRIu64 " %d\n", ++seq,
-		own_sum, irq_sum, busy);
+	fprintf(out, "mark %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", ++seq,
+		own_sum, irq_sum, late);
 	for (size_t s = 0; s <= nsyms; s++) {
 		uint64_t own, irq;
 
@@ -359,6 +390,25 @@ static void marker(unsigned int vcpu_index, void *udata)
 	}
 	fprintf(out, "end %" PRIu64 "\n", seq);
 	fflush(out);
+}
+
+static void marker(unsigned int vcpu_index, void *udata)
+{
+	int kind = (int)(uintptr_t)udata;
+	bool busy = false;
+
+	pthread_mutex_lock(&lock);
+	for (int c = 0; c < nvcpus; c++)
+		busy |= c != (int)vcpu_index &&
+			__atomic_load_n(&vcpus[c].is_ksmd, __ATOMIC_RELAXED);
+	if (busy) {
+		if (pending >= 0) /* a mark is lost: say so in the sequence */
+			write_mark(pending, UINT64_MAX);
+		pending = kind;
+		pending_total = ksmd_total();
+	} else {
+		write_mark(kind, 0);
+	}
 	pthread_mutex_unlock(&lock);
 }
 

@@ -36,6 +36,16 @@ impl CpuClock {
     }
 }
 
+/// The state letter of a /proc/<pid>/stat line: the first field after the
+/// command name, which is in parentheses and may contain any of them.
+fn stat_state(text: &str) -> Option<char> {
+    text.get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 fn read_schedstat(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
     text.split_whitespace().next()?.parse().ok()
@@ -62,6 +72,15 @@ impl Ksmd {
         Some(Ksmd { pid, clock })
     }
 
+    /// ksmd's scheduling state, the letter of /proc/<pid>/stat ('R', 'S',
+    /// 'D', ...).
+    pub fn state(&self) -> ksm::Result<char> {
+        let path = format!("/proc/{}/stat", self.pid);
+        let text = fs::read_to_string(&path)
+            .map_err(|e| ksm::Error::Other(format!("cannot read {path}: {e}")))?;
+        stat_state(&text).ok_or_else(|| ksm::Error::Other(format!("{path}: no state in {text:?}")))
+    }
+
     /// CPU time used so far.
     pub fn cpu(&self) -> ksm::Result<Duration> {
         self.clock
@@ -70,5 +89,17 @@ impl Ksmd {
             .ok_or_else(|| {
                 ksm::Error::Other(format!("cannot read ksmd's CPU time (pid {})", self.pid))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_read_after_the_last_parenthesis() {
+        assert_eq!(stat_state("42 (ksmd) S 2 0 0"), Some('S'));
+        assert_eq!(stat_state("7 (a) b) R 1"), Some('R'));
+        assert_eq!(stat_state("7 (a)"), None);
     }
 }

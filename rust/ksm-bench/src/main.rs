@@ -5,13 +5,26 @@
 //!   ksm-bench merge A1.json A2.json... --json A.json
 //!   ksm-bench compare A.json B.json [--json PATH]
 //!
+//! and the exact cost, in instructions counted by the ksmcount QEMU plugin
+//! (benchmarks/plugin/ksmcount.c; docs/benchmarks.md):
+//!
+//!   ksm-bench count --log LOG [--mib M]... [--reps N]        in the guest
+//!   ksm-bench join --plugin OUT --log LOG --build DIR --json J   on the host
+//!   ksm-bench counts A.json... --against B.json... [--json PATH] [--svg PATH]
+//!
 //! Exit status: 0 done; 2 it could not be (not root, no KSM, a knob that
 //! could not be set or restored, a phase that timed out, bad reports), with
 //! one line "ksm-bench: error: ..." on stderr.
 
+mod count;
+mod guestlog;
+mod join;
 mod ksmd;
+mod marker;
+mod plugin;
 mod report;
 mod stats;
+mod symbols;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +34,7 @@ use clap::{Parser, Subcommand};
 use ksm::guard::default_state_dir;
 use ksm::{Session, Sysfs};
 
+use crate::count::{Marks, Plan, Spec};
 use crate::ksmd::Ksmd;
 use crate::report::{Report, compare, comparison_table, merge};
 use crate::workload::{Settings, Workload, drive_hard, sample};
@@ -43,7 +57,7 @@ enum Command {
         /// The kernel's name in tables.
         #[arg(long, default_value = "this kernel")]
         label: String,
-        /// Only this workload (repeatable): groups-of-4, identical, unique.
+        /// Only this workload (repeatable): groups-of-4, identical, unique, prefix.
         #[arg(long = "workload", value_name = "W")]
         workloads: Vec<String>,
         /// Samples of each workload (TCG guests vary by a third from one
@@ -60,6 +74,62 @@ enum Command {
         /// Write the samples here (atomically).
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
+    },
+    /// Step ksmd one full scan at a time, marking each for the ksmcount
+    /// QEMU plugin (in a guest booted with it; root; changes KSM's knobs
+    /// and puts them back).
+    Count {
+        /// The kernel's name in tables.
+        #[arg(long, default_value = "this kernel")]
+        label: String,
+        /// Only this workload (repeatable): groups-of-4, identical, unique,
+        /// prefix, volatile.
+        #[arg(long = "workload", value_name = "W")]
+        workloads: Vec<String>,
+        /// Memory per sample, in MiB (repeatable: every size is sampled).
+        #[arg(long = "mib", value_name = "M", default_values_t = [64u64],
+              value_parser = clap::value_parser!(u64).range(1..=4096))]
+        sizes: Vec<u64>,
+        /// Samples of each workload and size.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+        reps: u64,
+        /// Full scans measured once merging is done.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+        steady_scans: u64,
+        /// Full scans after which merging that has not completed is
+        /// recorded as incomplete.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..=1000))]
+        max_merge_scans: u64,
+        /// Append the marks here (JSON lines; the host joins them with the
+        /// plugin's counts).
+        #[arg(long, value_name = "PATH")]
+        log: PathBuf,
+    },
+    /// Join the ksmcount plugin's output and `count`'s log of one boot into
+    /// the cost of each sample, per function (host side).
+    Join {
+        /// The plugin's output (its out= file).
+        #[arg(long, value_name = "PATH")]
+        plugin: PathBuf,
+        /// The log `ksm-bench count --log` wrote in the guest.
+        #[arg(long, value_name = "PATH")]
+        log: PathBuf,
+        /// The kernel's build directory (vmlinux.a, System.map): which
+        /// object each function comes from.
+        #[arg(long, value_name = "DIR")]
+        build: PathBuf,
+        /// The System.map the plugin was given (default: the build's).
+        #[arg(long, value_name = "PATH")]
+        map: Option<PathBuf>,
+        /// A name for this boot (e.g. stock-1).
+        #[arg(long, default_value = "boot")]
+        boot: String,
+        /// How QEMU ran, for the report (e.g. "tcg").
+        #[arg(long, default_value = "tcg")]
+        qemu: String,
+        /// Write the joined counts here (atomically).
+        #[arg(long, value_name = "PATH")]
+        json: PathBuf,
     },
     /// Several reports of `run --json` of one kernel as one (its boots).
     Merge {
@@ -93,7 +163,7 @@ fn main() -> ExitCode {
             mib,
             scans,
             json,
-        } => select(&workloads).and_then(|w| {
+        } => select(&workloads, &Workload::TIMED).and_then(|w| {
             run(
                 label,
                 &w,
@@ -103,6 +173,36 @@ fn main() -> ExitCode {
                 json.as_deref(),
             )
         }),
+        Command::Count {
+            label,
+            workloads,
+            sizes,
+            reps,
+            steady_scans,
+            max_merge_scans,
+            log,
+        } => select(&workloads, &Workload::ALL).and_then(|workloads| {
+            count(
+                label,
+                &Plan {
+                    workloads,
+                    sizes_mib: sizes,
+                    reps,
+                    steady_scans,
+                    max_merge_scans,
+                },
+                &log,
+            )
+        }),
+        Command::Join {
+            plugin,
+            log,
+            build,
+            map,
+            boot,
+            qemu,
+            json,
+        } => join_files(&plugin, &log, &build, map.as_deref(), &boot, &qemu, &json),
         Command::Merge { reports, json } => merge_files(&reports, &json),
         Command::Compare { a, b, json } => compare_files(&a, &b, json.as_deref()),
     };
@@ -130,23 +230,119 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> 
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// The workloads named, all if none is.
-fn select(names: &[String]) -> Result<Vec<Workload>, String> {
+/// The workloads named, among `known`; all of them if none is.
+fn select(names: &[String], known: &[Workload]) -> Result<Vec<Workload>, String> {
     if names.is_empty() {
-        return Ok(Workload::ALL.to_vec());
+        return Ok(known.to_vec());
     }
     names
         .iter()
         .map(|n| {
-            Workload::ALL
-                .into_iter()
-                .find(|w| w.name() == n)
+            Workload::from_name(n)
+                .filter(|w| known.contains(w))
                 .ok_or_else(|| {
-                    let known: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
-                    format!("no workload {n:?}; there are {}", known.join(", "))
+                    let names: Vec<&str> = known.iter().map(|w| w.name()).collect();
+                    format!("no workload {n:?} here; there are {}", names.join(", "))
                 })
         })
         .collect()
+}
+
+/// What every run on a kernel needs: root, KSM, ksmd, the memory for
+/// `mib`, and the knobs' session.
+fn open_session(mib: u64) -> Result<(Session, Ksmd), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("must run as root (it changes /sys/kernel/mm/ksm)".into());
+    }
+    let sysfs = Sysfs::system();
+    if !sysfs.present() {
+        return Err("this kernel has no KSM (/sys/kernel/mm/ksm absent)".into());
+    }
+    let ksmd = Ksmd::find().ok_or("no ksmd thread found in /proc")?;
+    // The mapping, and room for the rest of the system: a run that the OOM
+    // killer ends would leave ksmd driven hard until the next run.
+    let available_mib = ksm::kernel::mem_available_kib() / 1024;
+    if mib * 2 > available_mib {
+        return Err(format!(
+            "--mib {mib}: needs twice that available, and only {available_mib} MiB are (MemAvailable)"
+        ));
+    }
+    let session = Session::open(sysfs.clone(), default_state_dir())
+        .map_err(|e| format!("cannot repair or lock the KSM knobs: {e}"))?;
+    if let Some(msg) = session.recovered().describe() {
+        eprintln!("ksm-bench: {msg}");
+    }
+    ksm::signals::restore_on_termination(sysfs, session.journal_path())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    Ok((session, ksmd))
+}
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.version().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn count(label: String, plan: &Plan, log: &Path) -> Result<(), String> {
+    if !marker::SUPPORTED {
+        return Err("the ksmcount plugin's marks are x86-64 instructions".into());
+    }
+    let writer = guestlog::Writer::append(log)?;
+    let biggest = plan.sizes_mib.iter().copied().max().unwrap_or(0);
+    let (session, ksmd) = open_session(biggest)?;
+    let settings = Settings {
+        mib: biggest as usize,
+        pages_to_scan: 1000,
+        scans: plan.steady_scans,
+    };
+    let total = plan.reps * (plan.sizes_mib.len() * plan.workloads.len()) as u64;
+    let mut guard = session.guard();
+    drive_hard(&mut guard, &settings).map_err(|e| e.to_string())?;
+    let mut marks = Marks::start(
+        writer,
+        guestlog::Line::Session {
+            label,
+            kernel: ksm::kernel::uname().0,
+            version: kernel_version(),
+        },
+    )?;
+    let mut id = 0;
+    for rep in 1..=plan.reps {
+        for &mib in &plan.sizes_mib {
+            for &workload in &plan.workloads {
+                id += 1;
+                let pages = (mib as usize) * 1024 * 1024 / ksm::mem::page_size();
+                let spec = Spec {
+                    id,
+                    workload,
+                    pages,
+                    rep,
+                };
+                let t = std::time::Instant::now();
+                let line =
+                    count::sample(&mut guard, &ksmd, &mut marks, spec, plan).map_err(|e| {
+                        format!("{} pages of {}, rep {rep}: {e}", pages, workload.name())
+                    })?;
+                if let guestlog::Line::Sample {
+                    merge_scans,
+                    steady_to,
+                    ..
+                } = line
+                {
+                    println!(
+                        "ksm-bench: [{id}/{total}] {:<11} {mib:>5} MiB rep {rep}: {steady_to} full scans, merged after {}, {:.0} s",
+                        workload.name(),
+                        merge_scans.map_or("-".into(), |m| format!("{m}")),
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+    guard
+        .restore()
+        .map_err(|e| format!("cannot restore the KSM knobs: {e}"))?;
+    Ok(())
 }
 
 fn run(
@@ -160,29 +356,7 @@ fn run(
     if let Some(path) = json {
         check_output(path)?;
     }
-    if !nix::unistd::geteuid().is_root() {
-        return Err("must run as root (it changes /sys/kernel/mm/ksm)".into());
-    }
-    let sysfs = Sysfs::system();
-    if !sysfs.present() {
-        return Err("this kernel has no KSM (/sys/kernel/mm/ksm absent)".into());
-    }
-    let ksmd = Ksmd::find().ok_or("no ksmd thread found in /proc")?;
-    // The mapping, and room for the rest of the system: a run that the OOM
-    // killer ends would leave ksmd driven hard until the next run.
-    let available_mib = ksm::kernel::mem_available_kib() / 1024;
-    if mib as u64 * 2 > available_mib {
-        return Err(format!(
-            "--mib {mib}: needs twice that available, and only {available_mib} MiB are (MemAvailable)"
-        ));
-    }
-    let session = Session::open(sysfs.clone(), default_state_dir())
-        .map_err(|e| format!("cannot repair or lock the KSM knobs: {e}"))?;
-    if let Some(msg) = session.recovered().describe() {
-        eprintln!("ksm-bench: {msg}");
-    }
-    ksm::signals::restore_on_termination(sysfs, session.journal_path())
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (session, ksmd) = open_session(mib as u64)?;
 
     let settings = Settings {
         mib,
@@ -215,9 +389,7 @@ fn run(
     let report = Report {
         label,
         kernel: ksm::kernel::uname().0,
-        version: nix::sys::utsname::uname()
-            .map(|u| u.version().to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        version: kernel_version(),
         cpu_clock: ksmd.clock.name().into(),
         mib,
         pages_to_scan: settings.pages_to_scan,
@@ -230,6 +402,26 @@ fn run(
         Some(path) => write_json(path, &report),
         None => Ok(()),
     }
+}
+
+fn join_files(
+    plugin_out: &Path,
+    log: &Path,
+    build: &Path,
+    map: Option<&Path>,
+    boot: &str,
+    qemu: &str,
+    json: &Path,
+) -> Result<(), String> {
+    check_output(json)?;
+    let out = plugin::read(plugin_out)?;
+    let lines = guestlog::read(log)?;
+    let map_path = map.map_or_else(|| build.join("System.map"), Path::to_path_buf);
+    let map_text = std::fs::read_to_string(&map_path)
+        .map_err(|e| format!("cannot read {}: {e}", map_path.display()))?;
+    let names = symbols::Objects::read(build)?.describe(&join::symbols(&out), &map_text);
+    let joined = join::join(&lines, &out, &names, boot, qemu)?;
+    write_json(json, &joined)
 }
 
 fn read_report(path: &Path) -> Result<Report, String> {
@@ -282,21 +474,27 @@ mod tests {
 
     #[test]
     fn no_workload_named_means_all() {
-        assert_eq!(select(&[]).unwrap(), Workload::ALL.to_vec());
+        assert_eq!(select(&[], &Workload::ALL).unwrap(), Workload::ALL.to_vec());
     }
 
     #[test]
     fn workloads_are_picked_by_name_in_the_order_given() {
         let names = ["unique".to_string(), "identical".to_string()];
         assert_eq!(
-            select(&names).unwrap(),
+            select(&names, &Workload::ALL).unwrap(),
             [Workload::Unique, Workload::Identical]
         );
     }
 
     #[test]
     fn an_unknown_workload_names_the_known_ones() {
-        let e = select(&["nope".to_string()]).unwrap_err();
-        assert!(e.contains("groups-of-4, identical, unique"), "{e}");
+        let e = select(&["nope".to_string()], &Workload::TIMED).unwrap_err();
+        assert!(e.contains("groups-of-4, identical, unique, prefix"), "{e}");
+        // Volatile pages need ksmd stepped: only `count` has them.
+        let e = select(&["volatile".to_string()], &Workload::TIMED).unwrap_err();
+        assert!(
+            e.ends_with("there are groups-of-4, identical, unique, prefix"),
+            "{e}"
+        );
     }
 }

@@ -8,13 +8,17 @@
 //! - steady scanning: full scans over memory that is already merged (or can
 //!   never merge), which is what KSM costs for as long as it runs.
 //!
-//! The three contents exercise different parts of KSM's trees. Merging
-//! groups of four identical pages fills the stable tree with many KSM
-//! pages; merging identical pages builds chains of dups (max_page_sharing).
-//! Once merged, a page is passed over early by the scan, so their steady
-//! state is mostly the scan itself; unique pages never merge, and every
-//! scan searches both trees for them and reinserts them in the unstable
-//! tree.
+//! The contents exercise different parts of KSM's trees. Merging groups of
+//! four identical pages fills the stable tree with many KSM pages; merging
+//! identical pages builds chains of dups (max_page_sharing). Once merged, a
+//! page is passed over early by the scan, so their steady state is mostly
+//! the scan itself; unique pages never merge, and every scan searches both
+//! trees for them and reinserts them in the unstable tree. Prefix pages are
+//! unique too, but equal up to their last word, so that every comparison in
+//! the trees runs memcmp over the whole page. Volatile pages are rewritten
+//! before every scan: their checksum never settles, so they never reach the
+//! unstable tree (only `ksm-bench count`, which steps ksmd scan by scan,
+//! can rewrite them between scans).
 
 use std::time::{Duration, Instant};
 
@@ -45,17 +49,39 @@ pub enum Workload {
     GroupsOf4,
     Identical,
     Unique,
+    Prefix,
+    Volatile,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 3] = [Workload::GroupsOf4, Workload::Identical, Workload::Unique];
+    pub const ALL: [Workload; 5] = [
+        Workload::GroupsOf4,
+        Workload::Identical,
+        Workload::Unique,
+        Workload::Prefix,
+        Workload::Volatile,
+    ];
+
+    /// Those `ksm-bench run` times (volatile pages need ksmd stepped).
+    pub const TIMED: [Workload; 4] = [
+        Workload::GroupsOf4,
+        Workload::Identical,
+        Workload::Unique,
+        Workload::Prefix,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Workload::GroupsOf4 => "groups-of-4",
             Workload::Identical => "identical",
             Workload::Unique => "unique",
+            Workload::Prefix => "prefix",
+            Workload::Volatile => "volatile",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
     }
 
     /// The content of page `i`, as a seed of `Mapping::fill` (never 0: a
@@ -63,17 +89,40 @@ impl Workload {
     fn seed(self, i: usize) -> u64 {
         match self {
             Workload::GroupsOf4 => (i / 4) as u64 + 1,
-            Workload::Identical => 1,
-            Workload::Unique => i as u64 + 1,
+            Workload::Identical | Workload::Prefix => 1,
+            Workload::Unique | Workload::Volatile => i as u64 + 1,
+        }
+    }
+
+    /// Fill page `i` of `mem` with its content.
+    pub fn fill(self, mem: &mut Mapping, i: usize) {
+        mem.fill(i, self.seed(i));
+        if self == Workload::Prefix {
+            // Equal up to the last word, which is the page's own.
+            let page = mem.page_mut(i);
+            let at = page.len() - 8;
+            page[at..].copy_from_slice(&(i as u64 + 1).to_ne_bytes());
+        }
+    }
+
+    /// Before scan `scan` (from 1): rewrite what must change. Only volatile
+    /// pages do: their first word becomes unique to the page and the scan.
+    pub fn rewrite(self, mem: &mut Mapping, scan: u64) {
+        if self != Workload::Volatile {
+            return;
+        }
+        for i in 0..mem.pages() {
+            let word = (scan << 40) ^ (i as u64 + 1);
+            mem.page_mut(i)[..8].copy_from_slice(&word.to_ne_bytes());
         }
     }
 
     /// How many of `pages` end up mapped to a KSM page.
-    fn merging(self, pages: usize) -> u64 {
+    pub fn merging(self, pages: usize) -> u64 {
         match self {
             Workload::GroupsOf4 => (pages - pages % 4) as u64,
             Workload::Identical => pages as u64,
-            Workload::Unique => 0,
+            Workload::Unique | Workload::Prefix | Workload::Volatile => 0,
         }
     }
 }
@@ -127,7 +176,7 @@ pub fn sample(
     let pages = settings.mib * 1024 * 1024 / ksm::mem::page_size();
     let mut mem = Mapping::anon(pages)?;
     for i in 0..pages {
-        mem.fill(i, workload.seed(i));
+        workload.fill(&mut mem, i);
     }
     mem.advise(Advice::Mergeable)
         .map_err(|e| ksm::Error::Other(format!("madvise(MADV_MERGEABLE): {e}")))?;
@@ -197,6 +246,36 @@ mod tests {
         for w in Workload::ALL {
             assert!((0..1000).all(|i| w.seed(i) != 0), "{}", w.name());
         }
+    }
+
+    #[test]
+    fn prefix_pages_differ_only_in_their_last_word() {
+        let mut m = Mapping::anon(3).unwrap();
+        for i in 0..3 {
+            Workload::Prefix.fill(&mut m, i);
+        }
+        let n = m.page(0).len();
+        assert_eq!(m.page(0)[..n - 8], m.page(2)[..n - 8]);
+        assert_ne!(m.page(0)[n - 8..], m.page(1)[n - 8..]);
+        assert_eq!(Workload::Prefix.merging(3), 0);
+    }
+
+    #[test]
+    fn volatile_pages_change_at_every_scan_and_stay_distinct() {
+        let mut m = Mapping::anon(2).unwrap();
+        for i in 0..2 {
+            Workload::Volatile.fill(&mut m, i);
+        }
+        Workload::Volatile.rewrite(&mut m, 1);
+        let first = m.page(0).to_vec();
+        assert_ne!(m.page(0), m.page(1));
+        Workload::Volatile.rewrite(&mut m, 2);
+        assert_ne!(m.page(0), first.as_slice());
+        // Other workloads stay as filled.
+        Workload::Unique.fill(&mut m, 0);
+        let before = m.page(0).to_vec();
+        Workload::Unique.rewrite(&mut m, 3);
+        assert_eq!(m.page(0), before.as_slice());
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! `ksm-bench count`: step ksmd one full scan at a time, with a mark of the
+//! ksmcount plugin between scans, so that the plugin's instruction counts
+//! cover whole scans and nothing else.
+//!
+//! How ksmd is stepped: pages_to_scan above the pages of the mapping makes
+//! every batch of ksm_do_scan() end at the end of a full scan (it stops
+//! when scan_get_next_rmap_item() returns NULL at the end of the mm list);
+//! a sleep_millisecs of an hour makes ksmd sleep after each batch until
+//! sleep_millisecs is written again (sleep_millisecs_store() wakes it).
+//! After each scan the guest waits until ksmd sleeps, reads KSM's counters
+//! (exact: nothing changes them while ksmd sleeps), marks, and writes
+//! sleep_millisecs to start the next scan. Every scan is checked to have
+//! covered the mapping's pages exactly once.
+
+use std::time::{Duration, Instant};
+
+use ksm::{Advice, Knob, KnobGuard, Mapping};
+
+use crate::guestlog::{Counters, Line, Writer};
+use crate::ksmd::Ksmd;
+use crate::marker;
+use crate::workload::Workload;
+
+/// ksmd's sleep between scans: long enough that only our writes wake it.
+/// Two values, so that each write changes it (the wake-up condition).
+const SLEEP_MS: [u64; 2] = [3_600_000, 3_600_001];
+
+/// How long a scan may take (TCG with the plugin: 1 GiB of unique pages
+/// takes tens of seconds).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Once ksmd reads 'S' after its scan, it may still be on its way into
+/// schedule(): give it this long to get off the CPU before marking.
+const SETTLE: Duration = Duration::from_millis(5);
+
+const POLL: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub workloads: Vec<Workload>,
+    pub sizes_mib: Vec<u64>,
+    pub reps: u64,
+    /// Full scans measured in the steady state.
+    pub steady_scans: u64,
+    /// Scans after which a merging workload that has not merged every page
+    /// is recorded as incomplete.
+    pub max_merge_scans: u64,
+}
+
+/// Marks so far, for the log's sequence numbers (the plugin's: the
+/// session's mark is 1).
+pub struct Marks {
+    seq: u64,
+    log: Writer,
+}
+
+impl Marks {
+    pub fn start(mut log: Writer, session: Line) -> Result<Marks, String> {
+        log.write(&session)?;
+        marker::session();
+        Ok(Marks { seq: 1, log })
+    }
+}
+
+fn err(e: ksm::Error) -> String {
+    e.to_string()
+}
+
+/// Wait until ksmd has completed `full_scans` scans and sleeps.
+fn wait_asleep(guard: &KnobGuard<'_>, ksmd: &Ksmd, full_scans: u64) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let done = guard.sysfs().read_u64(Knob::FullScans).map_err(err)?;
+        if done > full_scans {
+            return Err(format!(
+                "ksmd completed {done} full scans, more than the {full_scans} asked for: it is not stepped"
+            ));
+        }
+        if done == full_scans && ksmd.state().map_err(err)? == 'S' {
+            std::thread::sleep(SETTLE);
+            if ksmd.state().map_err(err)? == 'S' {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > SCAN_TIMEOUT {
+            return Err(format!(
+                "ksmd did not complete full scan {full_scans} within {} s",
+                SCAN_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Which sample to take.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub id: u64,
+    pub workload: Workload,
+    pub pages: usize,
+    pub rep: u64,
+}
+
+/// Where a sample is: its start in time and ksmd's CPU then.
+struct Clock<'k> {
+    ksmd: &'k Ksmd,
+    t0: Instant,
+    cpu0: Duration,
+}
+
+/// Read the counters, mark, and log the mark.
+fn mark(
+    guard: &KnobGuard<'_>,
+    clock: &Clock<'_>,
+    marks: &mut Marks,
+    sample: u64,
+    scan: u64,
+) -> Result<Counters, String> {
+    let counters = Counters::read(guard.sysfs()).map_err(err)?;
+    let cpu = clock.ksmd.cpu().map_err(err)? - clock.cpu0;
+    let line = Line::Mark {
+        seq: marks.seq + 1,
+        sample,
+        scan,
+        counters,
+        wall_ms: clock.t0.elapsed().as_secs_f64() * 1000.0,
+        ksmd_cpu_ms: cpu.as_secs_f64() * 1000.0,
+    };
+    marker::point();
+    marks.seq += 1;
+    marks.log.write(&line)?;
+    Ok(counters)
+}
+
+/// One sample: map, fill, advise; step ksmd until merged and steady.
+pub fn sample(
+    guard: &mut KnobGuard<'_>,
+    ksmd: &Ksmd,
+    marks: &mut Marks,
+    spec: Spec,
+    plan: &Plan,
+) -> Result<Line, String> {
+    let Spec {
+        id,
+        workload,
+        pages,
+        rep,
+    } = spec;
+    // No KSM page and no rmap_item from before; ksmd stopped.
+    guard.set(Knob::Run, "2").map_err(err)?;
+    guard
+        .set(Knob::PagesToScan, &(pages * 2 + 16).to_string())
+        .map_err(err)?;
+    guard
+        .set(Knob::SleepMillisecs, &SLEEP_MS[0].to_string())
+        .map_err(err)?;
+    let mut mem = Mapping::anon(pages).map_err(err)?;
+    for i in 0..pages {
+        workload.fill(&mut mem, i);
+    }
+    mem.advise(Advice::Mergeable)
+        .map_err(|e| format!("madvise(MADV_MERGEABLE): {e}"))?;
+
+    let first = guard.sysfs().read_u64(Knob::FullScans).map_err(err)?;
+    wait_asleep(guard, ksmd, first)?;
+    let clock = Clock {
+        ksmd,
+        t0: Instant::now(),
+        cpu0: ksmd.cpu().map_err(err)?,
+    };
+    let mut previous = mark(guard, &clock, marks, id, 0)?;
+
+    let expected = workload.merging(pages);
+    let mut merge_scans = None;
+    // Non-merging workloads: the first scan takes checksums, the second
+    // fills the unstable tree; from then on every scan is alike. Merging
+    // ones settle one scan after the last merge.
+    let mut steady_from = 3;
+    let mut scan = 0;
+    loop {
+        scan += 1;
+        workload.rewrite(&mut mem, scan);
+        if scan == 1 {
+            guard.set(Knob::Run, "1").map_err(err)?;
+        } else {
+            let ms = SLEEP_MS[(scan % 2) as usize];
+            guard
+                .set(Knob::SleepMillisecs, &ms.to_string())
+                .map_err(err)?;
+        }
+        wait_asleep(guard, ksmd, first + scan)?;
+        let now = mark(guard, &clock, marks, id, scan)?;
+        let covered = now.pages_scanned - previous.pages_scanned;
+        if covered != pages as u64 {
+            return Err(format!(
+                "full scan {scan} covered {covered} pages, not the {pages} of the mapping: another process has mergeable memory, or ksmd is not stepped"
+            ));
+        }
+        previous = now;
+        if expected > 0 && merge_scans.is_none() {
+            if now.merging >= expected {
+                merge_scans = Some(scan);
+                steady_from = scan + 2;
+            } else if scan >= plan.max_merge_scans {
+                println!(
+                    "ksm-bench: {} of {expected} pages of {} merged after {scan} full scans: merging incomplete",
+                    now.merging,
+                    workload.name(),
+                );
+                steady_from = scan + 1;
+                break;
+            } else {
+                continue;
+            }
+        }
+        if scan + 1 >= steady_from + plan.steady_scans {
+            break;
+        }
+    }
+    guard.set(Knob::Run, "2").map_err(err)?;
+    drop(mem);
+    let line = Line::Sample {
+        sample: id,
+        workload: workload.name().into(),
+        pages: pages as u64,
+        rep,
+        expected_merging: expected,
+        merge_scans,
+        steady_from,
+        steady_to: scan.max(steady_from - 1),
+    };
+    marks.log.write(&line)?;
+    Ok(line)
+}
