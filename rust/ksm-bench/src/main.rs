@@ -17,10 +17,12 @@
 //! one line "ksm-bench: error: ..." on stderr.
 
 mod count;
+mod counts;
 mod guestlog;
 mod join;
 mod ksmd;
 mod marker;
+mod plot;
 mod plugin;
 mod report;
 mod stats;
@@ -131,6 +133,24 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         json: PathBuf,
     },
+    /// The joined counts of one kernel, or two side by side: instructions
+    /// per scanned page, per merged page and per full scan, their spread,
+    /// and where they go.
+    Counts {
+        /// Outputs of `join` (several boots of a kernel are read together;
+        /// the first kernel named is the baseline).
+        #[arg(required = true, num_args = 1..)]
+        joined: Vec<PathBuf>,
+        /// Functions listed where the second kernel executes more.
+        #[arg(long, default_value_t = 12)]
+        top: usize,
+        /// Write the main table here (atomically).
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Plot instructions per scanned page against the pages here (SVG).
+        #[arg(long, value_name = "PATH")]
+        svg: Option<PathBuf>,
+    },
     /// Several reports of `run --json` of one kernel as one (its boots).
     Merge {
         #[arg(required = true, num_args = 1..)]
@@ -203,6 +223,12 @@ fn main() -> ExitCode {
             qemu,
             json,
         } => join_files(&plugin, &log, &build, map.as_deref(), &boot, &qemu, &json),
+        Command::Counts {
+            joined,
+            top,
+            json,
+            svg,
+        } => counts_files(&joined, top, json.as_deref(), svg.as_deref()),
         Command::Merge { reports, json } => merge_files(&reports, &json),
         Command::Compare { a, b, json } => compare_files(&a, &b, json.as_deref()),
     };
@@ -422,6 +448,45 @@ fn join_files(
     let names = symbols::Objects::read(build)?.describe(&join::symbols(&out), &map_text);
     let joined = join::join(&lines, &out, &names, boot, qemu)?;
     write_json(json, &joined)
+}
+
+fn counts_files(
+    paths: &[PathBuf],
+    top: usize,
+    json: Option<&Path>,
+    svg: Option<&Path>,
+) -> Result<(), String> {
+    for path in json.iter().chain(svg.iter()) {
+        check_output(path)?;
+    }
+    let all = paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            serde_json::from_str::<join::Joined>(&text)
+                .map_err(|e| format!("{} is not an output of ksm-bench join: {e}", p.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ks = counts::kernels(&all)?;
+    print!("{}", counts::report(&ks, top));
+    if let Some(path) = svg {
+        let labels: Vec<&str> = ks.iter().map(|k| k.label).collect();
+        let title = format!(
+            "ksmd's cost per scanned page: {} (instructions counted under QEMU TCG)",
+            labels.join(" (dashed) against ")
+        );
+        ksm::atomic::write_atomically(path, counts_svg(&ks, &title)?.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    match json {
+        Some(path) => write_json(path, &counts::rows(&ks)),
+        None => Ok(()),
+    }
+}
+
+fn counts_svg(ks: &[counts::Kernel<'_>], title: &str) -> Result<String, String> {
+    plot::svg(ks, title)
 }
 
 fn read_report(path: &Path) -> Result<Report, String> {
