@@ -7,8 +7,9 @@
 # Steps they are made of: setup, tree, kernel, stock-kernel, noksm-kernel,
 # debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
 # from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
-# Beyond make test: compare (stock and patched 7.3 side by side), bench (their
-# merge speed and ksmd's CPU cost, BENCH_ARGS=... for ksm-bench run), debug-test
+# Beyond make test: compare (stock and patched 7.3 side by side), bench (ksmd's
+# cost in instructions counted by a QEMU plugin, BENCH_ARGS=... for
+# benchmarks/run.sh; bench-quick: small sizes, one boot each), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
 # several kernels, KERNELS=... for some).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
@@ -17,7 +18,7 @@ SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix compare bench debug-test
+	selftests suite vm patches check-series matrix compare bench bench-quick debug-test
 
 run: suite kernel
 	ci/run.sh
@@ -73,6 +74,9 @@ compare: suite kernel stock-kernel
 
 bench: suite kernel stock-kernel
 	benchmarks/run.sh $(BENCH_ARGS)
+
+bench-quick: suite kernel stock-kernel
+	benchmarks/run.sh --quick $(BENCH_ARGS)
 
 debug-test: suite debug-kernel
 	ci/debug-test.sh

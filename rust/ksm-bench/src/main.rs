@@ -10,7 +10,8 @@
 //!
 //!   ksm-bench count --log LOG [--mib M]... [--reps N]        in the guest
 //!   ksm-bench join --plugin OUT --log LOG --build DIR --json J   on the host
-//!   ksm-bench counts A.json... --against B.json... [--json PATH] [--svg PATH]
+//!   ksm-bench counts A-1.json... B-1.json... [--json PATH] [--svg PATH]
+//!   ksm-bench sync CRITERION_HOME    the criterion baselines of the boots
 //!
 //! Exit status: 0 done; 2 it could not be (not root, no KSM, a knob that
 //! could not be set or restored, a phase that timed out, bad reports), with
@@ -18,6 +19,7 @@
 
 mod count;
 mod counts;
+mod criterion_table;
 mod guestlog;
 mod join;
 mod ksmd;
@@ -151,6 +153,12 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         svg: Option<PathBuf>,
     },
+    /// The criterion baselines of benches/sync_paths.rs that boots saved
+    /// (named after them) in one CRITERION_HOME, side by side by kernel.
+    Sync {
+        /// The CRITERION_HOME the boots shared.
+        dir: PathBuf,
+    },
     /// Several reports of `run --json` of one kernel as one (its boots).
     Merge {
         #[arg(required = true, num_args = 1..)]
@@ -229,6 +237,9 @@ fn main() -> ExitCode {
             json,
             svg,
         } => counts_files(&joined, top, json.as_deref(), svg.as_deref()),
+        Command::Sync { dir } => {
+            criterion_table::read(&dir).map(|m| print!("{}", criterion_table::table(&m)))
+        }
         Command::Merge { reports, json } => merge_files(&reports, &json),
         Command::Compare { a, b, json } => compare_files(&a, &b, json.as_deref()),
     };
