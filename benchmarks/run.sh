@@ -11,6 +11,7 @@
 #   --icount    run QEMU with -icount shift=0,sleep=off (deterministic guest
 #               time; the counts do not need it)
 #   --no-sync   skip the criterion benchmarks of the synchronous paths
+#   --no-build  boot the kernels as they are built now (no ci/kernel.sh)
 #   --boots N   boots of each kernel, alternating (default 2: stock, patched,
 #               patched, stock)
 #   --out DIR   results (default out/bench)
@@ -25,16 +26,17 @@
 # BOOT.json (joined), BOOT-console.log.
 source "$(dirname "$0")/../ci/lib.sh"
 
-quick=0 icount=0 sync=1 boots=2 res=$KSMRS_ROOT/out/bench
+quick=0 icount=0 sync=1 build=1 boots=2 res=$KSMRS_ROOT/out/bench
 while [ $# -gt 0 ]; do
 	case "$1" in
 		--quick) quick=1; shift ;;
 		--icount) icount=1; shift ;;
 		--no-sync) sync=0; shift ;;
+		--no-build) build=0; shift ;;
 		--boots) boots=$2; shift 2 ;;
 		--out) res=$2; shift 2 ;;
 		--) shift; break ;;
-		-h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -71,7 +73,13 @@ if [ "$icount" = 1 ]; then
 fi
 
 for variant in stock patched; do
-	"$KSMRS_ROOT/ci/kernel.sh" "$variant"
+	if [ "$build" = 1 ]; then
+		"$KSMRS_ROOT/ci/kernel.sh" "$variant"
+	fi
+	out=$(variant_out "$variant")
+	for f in arch/x86/boot/bzImage System.map vmlinux.a; do
+		[ -f "$out/$f" ] || die "no $out/$f: build the $variant kernel (ci/kernel.sh $variant)"
+	done
 done
 # The last results go only once there is a run to replace them.
 rm -rf "$res"

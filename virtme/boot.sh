@@ -68,9 +68,10 @@ if [ "$nodes" -gt 1 ]; then
 		numa+=(--numa "$((mem_mb / nodes))M,cpus=$i")
 	done
 fi
-# vng joins its --qemu-opts with spaces into one shell command line.
+# vng joins its --qemu-opts with spaces into one shell command line. The
+# --qemu-opts=VALUE form: argparse would take "-plugin ..." for vng's -p.
 [[ $extra_qemu != *[\'\"\;\&\|\$\`]* ]] || die "--qemu-opts: no quotes or shell metacharacters, got '$extra_qemu'"
-[ -z "$extra_qemu" ] || qemu_opts+=(--qemu-opts "${extra_qemu# }")
+[ -z "$extra_qemu" ] || qemu_opts+=("--qemu-opts=${extra_qemu# }")
 
 logfile=${logfile:-${rwdir:-$KSMRS_CACHE}/console.log}
 mkdir -p "$(dirname "$logfile")"
