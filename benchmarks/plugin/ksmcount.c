@@ -37,7 +37,7 @@
  *   mark SEQ OWN IRQ LATE                        window totals (see below)
  *   f ADDR OWN IRQ NAME                          per symbol, nonzero only
  *   end SEQ
- *   exit OWN IRQ SWITCHES KSMD CONFLICTS         at the end: cumulative totals
+ *   exit OWN IRQ SWITCHES KSMD CONFLICTS SPURIOUS   at the end: cumulative totals
  *
  * SEQ counts marks from 1 within a session (the session's marker is the
  * first). NAME is "?" for code outside the kernel image (modules, BPF),
@@ -88,6 +88,7 @@ enum {
 	TB_IRQ_ENTRY = 1,  /* starts an IDT entry stub */
 	TB_IRET = 2,       /* ends with iretq */
 	TB_KSMD = 4,       /* has code of ksm_scan_thread */
+	TB_SWITCH = 8,     /* has the load of next->thread.sp */
 };
 
 /* What the exec callback of one kernel TB needs. */
@@ -111,6 +112,8 @@ struct vcpu {
 	uint64_t *irq;
 	uint64_t total; /* own + irq, all symbols */
 	uint64_t switches;
+	bool expect_switch; /* in a TB with the switching load, before it */
+	uint64_t spurious;  /* memory callbacks outside it (see task_switch) */
 } __attribute__((aligned(64)));
 
 static struct vcpu *vcpus;
@@ -166,6 +169,7 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
 	struct tbinfo *ti = udata;
 	struct vcpu *v = &vcpus[vcpu_index];
 
+	v->expect_switch = ti->flags & TB_SWITCH;
 	if (ti->flags & TB_KSMD && v->task) {
 		uint64_t k = __atomic_load_n(&ksmd_task, __ATOMIC_RELAXED);
 
@@ -186,13 +190,29 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
 		v->depth--;
 }
 
-/* The load of next->thread.sp in __switch_to_asm. */
+/*
+ * The load of next->thread.sp in __switch_to_asm.
+ *
+ * QEMU 7.2 calls memory callbacks registered for reads only on stores
+ * (plugin-gen.c's op_rw() tests cb->rw against the access's rw + 1), so the
+ * callback is registered for reads and writes; the instruction only reads.
+ * 7.2 also leaves an instruction's callbacks armed after its TB in some
+ * paths, and later memory accesses made by helpers call them: only the
+ * first call after the exec callback of a TB holding the load is taken.
+ */
 static void task_switch(unsigned int vcpu_index, qemu_plugin_meminfo_t info,
 			uint64_t vaddr, void *udata)
 {
 	struct tbinfo *ti = udata;
 	struct vcpu *v = &vcpus[vcpu_index];
-	bool next_is_ksmd = vaddr == __atomic_load_n(&ksmd_task, __ATOMIC_RELAXED);
+	bool next_is_ksmd;
+
+	if (!v->expect_switch) {
+		v->spurious++;
+		return;
+	}
+	v->expect_switch = false;
+	next_is_ksmd = vaddr == __atomic_load_n(&ksmd_task, __ATOMIC_RELAXED);
 
 	v->task = vaddr;
 	v->switches++;
@@ -302,9 +322,10 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 		    loads_rsp_from_rsi(qemu_plugin_insn_data(insn),
 				       qemu_plugin_insn_size(insn))) {
 			switch_at = i;
+			ti->flags |= TB_SWITCH;
 			qemu_plugin_register_vcpu_mem_cb(insn, task_switch,
 							 QEMU_PLUGIN_CB_NO_REGS,
-							 QEMU_PLUGIN_MEM_R, ti);
+							 QEMU_PLUGIN_MEM_RW, ti);
 		}
 		if (i == n - 1 && qemu_plugin_insn_size(insn) == 2) {
 			const uint8_t *b = qemu_plugin_insn_data(insn);
@@ -414,7 +435,7 @@ static void marker(unsigned int vcpu_index, void *udata)
 
 static void at_exit(qemu_plugin_id_t id, void *udata)
 {
-	uint64_t own = 0, irq = 0, switches = 0;
+	uint64_t own = 0, irq = 0, switches = 0, spurious = 0;
 
 	for (int c = 0; c < nvcpus; c++) {
 		for (size_t s = 0; s <= nsyms; s++) {
@@ -422,9 +443,10 @@ static void at_exit(qemu_plugin_id_t id, void *udata)
 			irq += vcpus[c].irq[s];
 		}
 		switches += vcpus[c].switches;
+		spurious += vcpus[c].spurious;
 	}
-	fprintf(out, "exit %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIx64 " %" PRIu64 "\n",
-		own, irq, switches, ksmd_task, ksmd_conflicts);
+	fprintf(out, "exit %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIx64 " %" PRIu64 " %" PRIu64 "\n",
+		own, irq, switches, ksmd_task, ksmd_conflicts, spurious);
 	fclose(out);
 }
 

@@ -33,7 +33,12 @@ const SCAN_TIMEOUT: Duration = Duration::from_secs(900);
 /// schedule(): give it this long to get off the CPU before marking.
 const SETTLE: Duration = Duration::from_millis(5);
 
-const POLL: Duration = Duration::from_millis(1);
+/// Polls while ksmd scans: a twentieth of the time it has taken so far, so
+/// that the guest's own activity (reading sysfs and /proc, being scheduled)
+/// disturbs it as little as it can, and the wait ends within 5% of the scan.
+fn poll_interval(elapsed: Duration) -> Duration {
+    (elapsed / 20).clamp(Duration::from_millis(1), Duration::from_millis(200))
+}
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -88,7 +93,7 @@ fn wait_asleep(guard: &KnobGuard<'_>, ksmd: &Ksmd, full_scans: u64) -> Result<()
                 SCAN_TIMEOUT.as_secs()
             ));
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(poll_interval(start.elapsed()));
     }
 }
 
@@ -173,9 +178,11 @@ pub fn sample(
     let expected = workload.merging(pages);
     let mut merge_scans = None;
     // Non-merging workloads: the first scan takes checksums, the second
-    // fills the unstable tree; from then on every scan is alike. Merging
-    // ones settle one scan after the last merge.
-    let mut steady_from = 3;
+    // fills the unstable tree, the third is the first to find its pages in
+    // the tree of the scan before (measured: it differs from the next); from
+    // then on every scan is alike. Merging ones settle one scan after the
+    // last merge.
+    let mut steady_from = 4;
     let mut scan = 0;
     loop {
         scan += 1;
@@ -183,7 +190,8 @@ pub fn sample(
         if scan == 1 {
             guard.set(Knob::Run, "1").map_err(err)?;
         } else {
-            let ms = SLEEP_MS[(scan % 2) as usize];
+            // Scan 1 ran with SLEEP_MS[0]: alternate from there.
+            let ms = SLEEP_MS[((scan - 1) % 2) as usize];
             guard
                 .set(Knob::SleepMillisecs, &ms.to_string())
                 .map_err(err)?;

@@ -101,11 +101,25 @@ impl Objects {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        Ok(Objects::parse(&String::from_utf8_lossy(&out.stdout)))
+        // Members are recorded by absolute path: make them relative.
+        let root = build
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", build.display()))?;
+        let mut objects = Objects::parse(&String::from_utf8_lossy(&out.stdout));
+        let prefix = format!("{}/", root.display());
+        for defs in objects.defs.values_mut() {
+            for d in defs {
+                if let Some(rel) = d.object.strip_prefix(&prefix) {
+                    d.object = rel.to_string();
+                }
+            }
+        }
+        Ok(objects)
     }
 
-    /// `nm -A` lines: "vmlinux.a[mm/ksm.o]:0000000000000120 t name" (or
-    /// "vmlinux.a:mm/ksm.o:..." in some binutils).
+    /// `nm -A` lines: "vmlinux.a:/build/mm/ksm.o:0000000000000120 t name"
+    /// (thin archive, as Debian 12's binutils prints it) or
+    /// "vmlinux.a[mm/ksm.o]:...".
     pub fn parse(text: &str) -> Objects {
         let mut defs: HashMap<String, Vec<Def>> = HashMap::new();
         for line in text.lines() {
