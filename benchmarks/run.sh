@@ -4,39 +4,45 @@
 # exactly and per function by the ksmcount QEMU plugin
 # (benchmarks/plugin/ksmcount.c; how and why: docs/benchmarks.md).
 #
-#   benchmarks/run.sh [--quick] [--icount] [--no-sync] [--boots N] [--out DIR] [-- COUNT-OPTIONS]
+#   benchmarks/run.sh [--quick] [--no-icount] [--no-sync] [--no-build] [--boots N]
+#                     [--out DIR] [-- COUNT-OPTIONS]
 #
 #   --quick     a developer's loop: 16 and 64 MiB, one boot of each kernel,
 #               no criterion benchmarks
-#   --icount    run QEMU with -icount shift=0,sleep=off (deterministic guest
-#               time; the counts do not need it)
+#   --no-icount run QEMU without -icount shift=0,sleep=off: multi-threaded
+#               TCG, whose vCPUs interleave as the host schedules them, so that
+#               ksmd's spinning on contended locks varies from run to run
+#               (measured: up to 4.6% per scanned page at 16 MiB, against 0.01%
+#               with it; docs/benchmarks.md)
 #   --no-sync   skip the criterion benchmarks of the synchronous paths
 #   --no-build  boot the kernels as they are built now (no ci/kernel.sh)
 #   --boots N   boots of each kernel, alternating (default 2: stock, patched,
 #               patched, stock)
 #   --out DIR   results (default out/bench)
 #   COUNT-OPTIONS go to `ksm-bench count` in each guest (default: every
-#               workload at 64, 128, 256, 512 and 1024 MiB)
+#               workload at 64, 256 and 1024 MiB, one steady scan each)
 #
 # In each guest `ksm-bench count` steps ksmd one full scan at a time and
 # marks each scan; on the host `ksm-bench join` joins the plugin's counts
 # with the guest's log, and `ksm-bench counts` prints both kernels side by
 # side (counts.txt) and plots the cost per scanned page (cost-per-page.svg).
-# Per boot: BOOT.ksmcount (the plugin's output), BOOT.log (the guest's),
-# BOOT.json (joined), BOOT-console.log.
+# Then each guest times KSM's synchronous paths with criterion
+# (rust/ksm-bench/benches/sync_paths.rs; sync.txt; TCG wall clock). Per
+# boot: BOOT.ksmcount (the plugin's output), BOOT.log (the guest's),
+# BOOT.json (joined), BOOT-console.log; criterion/ (the baselines).
 source "$(dirname "$0")/../ci/lib.sh"
 
-quick=0 icount=0 sync=1 build=1 boots=2 res=$KSMRS_ROOT/out/bench
+quick=0 icount=1 sync=1 build=1 boots=2 res=$KSMRS_ROOT/out/bench
 while [ $# -gt 0 ]; do
 	case "$1" in
 		--quick) quick=1; shift ;;
-		--icount) icount=1; shift ;;
+		--no-icount) icount=0; shift ;;
 		--no-sync) sync=0; shift ;;
 		--no-build) build=0; shift ;;
 		--boots) boots=$2; shift 2 ;;
 		--out) res=$2; shift 2 ;;
 		--) shift; break ;;
-		-h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,/^source/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 		*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -47,7 +53,7 @@ if [ ${#count_args[@]} = 0 ]; then
 		count_args=(--mib 16 --mib 64)
 		boots=1 sync=0
 	else
-		count_args=(--mib 64 --mib 128 --mib 256 --mib 512 --mib 1024)
+		count_args=(--mib 64 --mib 256 --mib 1024 --steady-scans 1)
 	fi
 fi
 # The guest needs twice the largest mapping available (ksm-bench checks).

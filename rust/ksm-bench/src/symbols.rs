@@ -21,6 +21,7 @@ pub const CATEGORIES: &[(&str, &[&str])] = &[
     ("memcmp & co. (lib/string.o)", &["lib/string.o"]),
     ("checksum (lib/xxhash.o)", &["lib/xxhash.o"]),
     ("page-table walk (mm/pagewalk.o)", &["mm/pagewalk.o"]),
+    ("VMA tree (lib/maple_tree.o)", &["lib/maple_tree.o"]),
     ("locking (kernel/locking/)", &["kernel/locking/"]),
     ("scheduler (kernel/sched/)", &["kernel/sched/"]),
     ("RCU (kernel/rcu/)", &["kernel/rcu/"]),
