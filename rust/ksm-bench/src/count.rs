@@ -97,6 +97,63 @@ fn wait_asleep(guard: &KnobGuard<'_>, ksmd: &Ksmd, full_scans: u64) -> Result<()
     }
 }
 
+/// What to do after a scan.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Scan,
+    Stop,
+    /// Merging did not complete within the scans allowed.
+    GiveUp,
+}
+
+/// Where a sample is: merged yet, and which scans are its steady state.
+#[derive(Debug)]
+struct Progress {
+    /// Pages that end up merged (0: the workload does not merge).
+    expected: u64,
+    max_merge_scans: u64,
+    steady_scans: u64,
+    merge_scans: Option<u64>,
+    steady_from: u64,
+}
+
+impl Progress {
+    fn new(expected: u64, plan: &Plan) -> Progress {
+        Progress {
+            expected,
+            max_merge_scans: plan.max_merge_scans,
+            steady_scans: plan.steady_scans,
+            merge_scans: None,
+            // Non-merging workloads: the first scan takes checksums, the
+            // second fills the unstable tree, the third is the first to
+            // find its pages in the tree of the scan before (measured: it
+            // differs from the next); from then on every scan is alike.
+            steady_from: 4,
+        }
+    }
+
+    /// After `scan`, with `merging` pages mapped to KSM pages.
+    fn after(&mut self, scan: u64, merging: u64) -> Next {
+        if self.expected > 0 && self.merge_scans.is_none() {
+            if merging >= self.expected {
+                // Merging ones settle one scan after the last merge.
+                self.merge_scans = Some(scan);
+                self.steady_from = scan + 2;
+            } else if scan >= self.max_merge_scans {
+                self.steady_from = scan + 1;
+                return Next::GiveUp;
+            } else {
+                return Next::Scan;
+            }
+        }
+        if scan + 1 >= self.steady_from + self.steady_scans {
+            Next::Stop
+        } else {
+            Next::Scan
+        }
+    }
+}
+
 /// Which sample to take.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
@@ -175,14 +232,7 @@ pub fn sample(
     };
     let mut previous = mark(guard, &clock, marks, id, 0)?;
 
-    let expected = workload.merging(pages);
-    let mut merge_scans = None;
-    // Non-merging workloads: the first scan takes checksums, the second
-    // fills the unstable tree, the third is the first to find its pages in
-    // the tree of the scan before (measured: it differs from the next); from
-    // then on every scan is alike. Merging ones settle one scan after the
-    // last merge.
-    let mut steady_from = 4;
+    let mut progress = Progress::new(workload.merging(pages), plan);
     let mut scan = 0;
     loop {
         scan += 1;
@@ -205,24 +255,18 @@ pub fn sample(
             ));
         }
         previous = now;
-        if expected > 0 && merge_scans.is_none() {
-            if now.merging >= expected {
-                merge_scans = Some(scan);
-                steady_from = scan + 2;
-            } else if scan >= plan.max_merge_scans {
+        match progress.after(scan, now.merging) {
+            Next::Scan => {}
+            Next::Stop => break,
+            Next::GiveUp => {
                 println!(
-                    "ksm-bench: {} of {expected} pages of {} merged after {scan} full scans: merging incomplete",
+                    "ksm-bench: {} of {} pages of {} merged after {scan} full scans: merging incomplete",
                     now.merging,
+                    progress.expected,
                     workload.name(),
                 );
-                steady_from = scan + 1;
                 break;
-            } else {
-                continue;
             }
-        }
-        if scan + 1 >= steady_from + plan.steady_scans {
-            break;
         }
     }
     guard.set(Knob::Run, "2").map_err(err)?;
@@ -232,11 +276,57 @@ pub fn sample(
         workload: workload.name().into(),
         pages: pages as u64,
         rep,
-        expected_merging: expected,
-        merge_scans,
-        steady_from,
-        steady_to: scan.max(steady_from - 1),
+        expected_merging: progress.expected,
+        merge_scans: progress.merge_scans,
+        steady_from: progress.steady_from,
+        steady_to: scan.max(progress.steady_from - 1),
     };
     marks.log.write(&line)?;
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(steady_scans: u64) -> Plan {
+        Plan {
+            workloads: Vec::new(),
+            sizes_mib: Vec::new(),
+            reps: 1,
+            steady_scans,
+            max_merge_scans: 5,
+        }
+    }
+
+    #[test]
+    fn merging_workloads_settle_a_scan_then_measure() {
+        let mut p = Progress::new(100, &plan(2));
+        assert_eq!(p.after(1, 0), Next::Scan);
+        assert_eq!(p.after(2, 100), Next::Scan);
+        assert_eq!((p.merge_scans, p.steady_from), (Some(2), 4));
+        assert_eq!(p.after(3, 100), Next::Scan);
+        assert_eq!(p.after(4, 100), Next::Scan);
+        assert_eq!(p.after(5, 100), Next::Stop);
+    }
+
+    #[test]
+    fn other_workloads_measure_from_the_fourth_scan() {
+        let mut p = Progress::new(0, &plan(1));
+        assert_eq!(p.after(1, 0), Next::Scan);
+        assert_eq!(p.after(2, 0), Next::Scan);
+        assert_eq!(p.after(3, 0), Next::Scan);
+        assert_eq!(p.after(4, 0), Next::Stop);
+        assert_eq!(p.merge_scans, None);
+    }
+
+    #[test]
+    fn merging_that_does_not_complete_is_given_up() {
+        let mut p = Progress::new(100, &plan(1));
+        for scan in 1..5 {
+            assert_eq!(p.after(scan, 99), Next::Scan);
+        }
+        assert_eq!(p.after(5, 99), Next::GiveUp);
+        assert_eq!(p.merge_scans, None);
+    }
 }
