@@ -88,7 +88,9 @@ fn benches(c: &mut Criterion, guard: &RefCell<KnobGuard<'_>>) {
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_millis(1));
+        .measurement_time(Duration::from_millis(1))
+        // Bootstrapping is slow under TCG; ten samples need no more.
+        .nresamples(10_000);
 
     group.bench_function(format!("madvise MERGEABLE {n} MiB"), |b| {
         b.iter_batched(

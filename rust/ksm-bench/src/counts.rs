@@ -307,10 +307,11 @@ pub fn report(ks: &[Kernel<'_>], top: usize) -> String {
         for m in [Metric::ScannedPage, Metric::MergedPage] {
             let _ = writeln!(
                 t,
-                "\nBy function, {}: where {} executes more than {} (the {top} largest differences; each workload at its largest size):",
+                "\nBy function, {}: the {top} largest differences, {} against {}, most where {} executes more first (each workload at its largest size; a function one kernel inlines shows as 0 there, its instructions in its caller):",
                 m.name(),
                 labels[1],
-                labels[0]
+                labels[0],
+                labels[1]
             );
             for (w, p) in &largest {
                 let splits: Vec<BTreeMap<String, f64>> =
@@ -404,8 +405,9 @@ pub fn report(ks: &[Kernel<'_>], top: usize) -> String {
     t
 }
 
-/// Rows of keys with each kernel's figure; with two kernels, sorted by the
-/// second's excess and cut at `top`, else by the figure.
+/// Rows of keys with each kernel's figure; with two kernels, the `top`
+/// largest differences either way, sorted by the second's excess; else
+/// sorted by the figure.
 fn table_of_split(
     t: &mut String,
     title: &str,
@@ -417,19 +419,19 @@ fn table_of_split(
     keys.sort();
     keys.dedup();
     let get = |i: usize, k: &str| splits.get(i).and_then(|s| s.get(k)).copied().unwrap_or(0.0);
+    let diff = |k: &str| get(1, k) - get(0, k);
     if splits.len() == 2 {
-        keys.sort_by(|a, b| {
-            let da = get(1, a) - get(0, a);
-            let db = get(1, b) - get(0, b);
-            db.total_cmp(&da)
-        });
         if top != usize::MAX {
-            keys.retain(|k| get(1, k) > get(0, k));
+            // The largest differences, at a tenth of an instruction or more.
+            keys.retain(|k| diff(k).abs() >= 0.05);
+            keys.sort_by(|a, b| diff(b).abs().total_cmp(&diff(a).abs()));
+            keys.truncate(top);
         }
+        keys.sort_by(|a, b| diff(b).total_cmp(&diff(a)));
     } else {
         keys.sort_by(|a, b| get(0, b).total_cmp(&get(0, a)));
+        keys.truncate(top);
     }
-    keys.truncate(top);
     let _ = write!(t, "  {title}\n    {:<56}", "");
     for l in labels {
         let _ = write!(t, " {l:>12}");
@@ -445,7 +447,7 @@ fn table_of_split(
     );
     let mut totals = vec![0.0; splits.len()];
     for k in &keys {
-        let name: String = k.chars().take(56).collect();
+        let name = shorten(k, 56);
         let _ = write!(t, "    {name:<56}");
         for (i, total) in totals.iter_mut().enumerate() {
             let _ = write!(t, " {:>12.1}", get(i, k));
@@ -465,6 +467,18 @@ fn table_of_split(
             let _ = write!(t, " {:>+12.1}", totals[1] - totals[0]);
         }
         let _ = writeln!(t);
+    }
+}
+
+/// At most `n` characters: a long (Rust) name keeps its end, where the
+/// function's own name is.
+fn shorten(name: &str, n: usize) -> String {
+    let len = name.chars().count();
+    if len <= n {
+        name.to_string()
+    } else {
+        let tail: String = name.chars().skip(len - (n - 1)).collect();
+        format!("…{tail}")
     }
 }
 
@@ -551,6 +565,12 @@ mod tests {
         assert!(t.contains("memcmp & co. (lib/string.o)"), "{t}");
         assert!(t.contains("+1.0"), "{t}");
         assert!(t.contains("Merging that did not complete: 0"), "{t}");
+    }
+
+    #[test]
+    fn long_names_keep_their_end() {
+        assert_eq!(shorten("abc", 5), "abc");
+        assert_eq!(shorten("a::b::function", 9), "…function");
     }
 
     #[test]

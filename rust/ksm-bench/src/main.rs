@@ -484,7 +484,7 @@ fn counts_files(
     if let Some(path) = svg {
         let labels: Vec<&str> = ks.iter().map(|k| k.label).collect();
         let title = format!(
-            "ksmd's cost per scanned page: {} (instructions counted under QEMU TCG)",
+            "ksmd's instructions per scanned page: {}",
             labels.join(" (dashed) against ")
         );
         ksm::atomic::write_atomically(path, counts_svg(&ks, &title)?.as_bytes())

@@ -30,17 +30,6 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A round step for about `n` ticks up to `max`.
-fn step(max: f64, n: f64) -> f64 {
-    let raw = max / n;
-    let mag = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag)
-}
-
 pub fn svg(ks: &[Kernel<'_>], title: &str) -> Result<String, String> {
     let mut workloads: Vec<String> = Vec::new();
     for s in ks
@@ -90,12 +79,25 @@ pub fn svg(ks: &[Kernel<'_>], title: &str) -> Result<String, String> {
     } else {
         (xmin - 1.0, xmax + 1.0)
     };
-    let ymax_data = all.iter().map(|(_, v)| *v).fold(0.0, f64::max);
-    let ystep = step(ymax_data, 8.0);
-    let ymax = (ymax_data / ystep).ceil() * ystep;
+    // Log scale: the workloads' costs differ a hundredfold, and a few
+    // percent between kernels must still show.
+    let positive: Vec<f64> = all.iter().map(|(_, v)| *v).filter(|v| *v > 0.0).collect();
+    let lmin = positive
+        .iter()
+        .copied()
+        .fold(f64::MAX, f64::min)
+        .log10()
+        .floor();
+    let lmax = positive
+        .iter()
+        .copied()
+        .fold(0.0, f64::max)
+        .log10()
+        .ceil()
+        .max(lmin + 1.0);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |p: u64| LEFT + ((p as f64).log2() - xmin) / (xmax - xmin) * pw;
-    let y = |v: f64| TOP + ph - v / ymax * ph;
+    let y = |v: f64| TOP + ph - (v.max(1e-9).log10() - lmin) / (lmax - lmin) * ph;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -105,22 +107,34 @@ pub fn svg(ks: &[Kernel<'_>], title: &str) -> Result<String, String> {
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="28" font-size="16" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
+        r#"<text x="{}" y="28" font-size="15" text-anchor="middle">{}</text>"#,
+        W / 2.0,
         escape(title)
     );
-    // Y grid and labels.
-    let mut v = 0.0;
-    while v <= ymax + ystep / 2.0 {
-        let yy = y(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"##,
-            LEFT + pw,
-            LEFT - 8.0,
-            yy + 4.0
-        );
-        v += ystep;
+    // Y grid at 1, 2 and 5 times each power of ten, labelled at 1 and 5.
+    let mut e = lmin as i32;
+    while e <= lmax as i32 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(e);
+            if v.log10() > lmax + 1e-9 {
+                break;
+            }
+            let yy = y(v);
+            let label = if m == 2.0 {
+                String::new()
+            } else {
+                format!("{v}")
+            };
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="{}"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+                LEFT + pw,
+                if m == 1.0 { "#bbb" } else { "#eee" },
+                LEFT - 8.0,
+                yy + 4.0
+            );
+        }
+        e += 1;
     }
     // X ticks at each size measured.
     let mut sizes: Vec<u64> = all.iter().map(|(p, _)| *p).collect();
@@ -150,7 +164,7 @@ pub fn svg(ks: &[Kernel<'_>], title: &str) -> Result<String, String> {
     );
     let _ = writeln!(
         s,
-        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">ksmd instructions per scanned page (steady scans)</text>"#,
+        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">ksmd instructions per scanned page (steady scans; log scale)</text>"#,
         TOP + ph / 2.0
     );
     for (i, se) in series.iter().enumerate() {
@@ -200,13 +214,6 @@ pub fn svg(ks: &[Kernel<'_>], title: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn steps_are_round() {
-        assert_eq!(step(8000.0, 8.0), 1000.0);
-        assert_eq!(step(9000.0, 8.0), 2000.0);
-        assert_eq!(step(30.0, 8.0), 5.0);
-    }
 
     #[test]
     fn labels_are_escaped() {
