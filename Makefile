@@ -1,10 +1,10 @@
-# ksm-rs: KSM's trees and scanner in Rust, and a conformance suite for KSM.
+# ksm-rs: KSM's trees in Rust beside the C ones, and a conformance suite for KSM.
 #
 #   make run     the main job: build the patched 7.3 kernel, boot it, run the
 #                conformance suite in it, print the report
 #   make test    everything that is checked (see ci/test.sh)
 #
-# Steps they are made of: setup, tree, kernel, stock-kernel, noksm-kernel,
+# Steps they are made of: setup, tree, kernel, c-kernel, stock-kernel, noksm-kernel,
 # debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
 # from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
 # Beyond make test: compare (stock and patched 7.3 side by side), bench (ksmd's
@@ -17,7 +17,7 @@
 SHELL := /bin/bash
 KERNEL ?= patched
 
-.PHONY: run test setup tree kernel stock-kernel noksm-kernel debug-kernel \
+.PHONY: run test setup tree kernel c-kernel stock-kernel noksm-kernel debug-kernel \
 	selftests suite vm patches check-series matrix compare bench bench-quick debug-test
 
 run: suite kernel
@@ -34,6 +34,9 @@ tree: setup
 
 kernel: tree
 	ci/kernel.sh patched
+
+c-kernel: tree
+	ci/kernel.sh patched-c
 
 stock-kernel: tree
 	ci/kernel.sh stock
@@ -69,7 +72,7 @@ check-series: tree
 matrix:
 	ci/matrix.sh $(KERNELS)
 
-compare: suite kernel stock-kernel
+compare: suite kernel c-kernel stock-kernel
 	ci/compare.sh
 
 bench: suite kernel stock-kernel

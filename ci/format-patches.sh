@@ -14,6 +14,7 @@ source "$(dirname "$0")/lib.sh"
 tgit -C "$TREE" config "branch.$PATCHED_BRANCH.description" "$(cat "$KSMRS_ROOT/docs/cover-letter.txt")"
 tmp=$(mktemp -d)
 tgit -C "$TREE" format-patch -q --cover-letter --cover-from-description=subject \
+	--subject-prefix="PATCH v$SERIES_VERSION" \
 	--no-signature -o "$tmp" "$BASE_TAG..$PATCHED_BRANCH"
 # The reviewers' notes of docs/series-notes.txt go below each patch's "---".
 subjects=$(tgit -C "$TREE" log --reverse --format=%s "$BASE_TAG..$PATCHED_BRANCH")

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Configure and build one kernel variant:
-#   ci/kernel.sh patched|stock|noksm|debug [make targets...]
+#   ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug [make targets...]
+# (patched-c: the series with the C choice of KSM implementation; patched-base:
+# the series' tree with the stock configuration, for its patches before the
+# choice exists.)
 # Each variant has its own output directory under $KSMRS_CACHE (variant_out in ci/lib.sh), its .config merged
 # from kernel-config/ fragments with scripts/kconfig/merge_config.sh on top of
 # allnoconfig, and checked: an option asked for that did not stick is an error.
@@ -10,10 +13,12 @@ variant=${1:-}
 shift || true
 case "$variant" in
 	patched) tree=$TREE;       frags=(base mm rust ksm-rs) ;;
+	patched-c) tree=$TREE;     frags=(base mm rust ksm-rs ksm-c) ;;
+	patched-base) tree=$TREE;  frags=(base mm rust) ;;
 	stock)   tree=$STOCK_TREE; frags=(base mm rust) ;;
 	noksm)   tree=$TREE;       frags=(base mm rust noksm) ;;
 	debug)   tree=$TREE;       frags=(base mm rust ksm-rs debug) ;;
-	*) die "usage: ci/kernel.sh patched|stock|noksm|debug [make targets]" ;;
+	*) die "usage: ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug [make targets]" ;;
 esac
 [ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
 

@@ -41,6 +41,7 @@ die() { printf '\033[1;31m[ksm-rs] error:\033[0m %s\n' "$*" >&2; exit 1; }
 # Seconds since $1 (an epoch), for progress lines.
 since() { echo $(( $(date +%s) - $1 )); }
 
+SERIES_VERSION=2                 # the posting of patches/: [PATCH v2 NN/MM]
 BASE_TAG=ksm-rs-base             # first commit of $TREE: pristine 7.3
 PATCHED_BRANCH=ksm-rs            # $BASE_TAG + patches/series
 STOCK_TREE=$KSMRS_CACHE/stock/src    # a worktree of $BASE_TAG
@@ -82,9 +83,11 @@ run_logged() {
 				printf '  ... %s: %d s, %d log lines, at: %s\n' "$label" "$(since "$start")" \
 					"$(wc -l <"$logf")" "$(tail -n 1 "$logf" | cut -c1-80)" >&2
 		done
-	) &
+	# Not the caller's lock (ci/kernel.sh holds one on fd 9): a ticker
+	# that outlives a killed build must not keep the next one waiting.
+	) 9>&- &
 	local ticker=$!
-	tail -n +1 -f --pid="$pid" "$logf" 2>/dev/null | grep --line-buffered -E 'error:|warning:|Error [0-9]' >&2 &
+	tail -n +1 -f --pid="$pid" "$logf" 2>/dev/null 9>&- | grep --line-buffered -E 'error:|warning:|Error [0-9]' >&2 9>&- &
 	local tailer=$!
 	# Killed ourselves (a CI time limit, a ^C that only we got): take the
 	# build and our helpers along rather than leave them running.
