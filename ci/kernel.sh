@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Configure and build one kernel variant:
-#   ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug [make targets...]
+#   ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug|stock-debug [make targets...]
 # (patched-c: the series with the C choice of KSM implementation; patched-base:
 # the series' tree with the stock configuration, for its patches before the
-# choice exists.)
+# choice exists; stock-debug: pristine 7.3 with debug's checkers, the stress
+# campaign's second column.)
 # Each variant has its own output directory under $KSMRS_CACHE (variant_out in ci/lib.sh), its .config merged
 # from kernel-config/ fragments with scripts/kconfig/merge_config.sh on top of
 # allnoconfig, and checked: an option asked for that did not stick is an error.
@@ -18,7 +19,8 @@ case "$variant" in
 	stock)   tree=$STOCK_TREE; frags=(base mm rust) ;;
 	noksm)   tree=$TREE;       frags=(base mm rust noksm) ;;
 	debug)   tree=$TREE;       frags=(base mm rust ksm-rs debug) ;;
-	*) die "usage: ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug [make targets]" ;;
+	stock-debug) tree=$STOCK_TREE; frags=(base mm rust debug) ;;
+	*) die "usage: ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug|stock-debug [make targets]" ;;
 esac
 [ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
 
@@ -32,7 +34,7 @@ if ! flock -n 9; then
 fi
 mkdir -p "$out" "$CCACHE_DIR"
 export PATH=$KERNEL_PATH
-if [ "$variant" = debug ]; then
+if [[ $variant == *debug ]]; then
 	# Rust with KASAN needs Clang.
 	MAKEFLAGS_KSMRS=(LLVM=-19 CC="ccache clang-19")
 else

@@ -49,7 +49,7 @@ STOCK_TREE=$KSMRS_CACHE/stock/src    # a worktree of $BASE_TAG
 # The output directory of a kernel variant (see ci/kernel.sh).
 variant_out() {
 	case "$1" in
-		stock) echo "$KSMRS_CACHE/stock/out-stock" ;;
+		stock|stock-debug) echo "$KSMRS_CACHE/stock/out-$1" ;;
 		*) echo "$KSMRS_CACHE/linux/out-$1" ;;
 	esac
 }

@@ -1,0 +1,144 @@
+//! Pausing the coordinator's actor threads at a phase's end and stopping
+//! them at the campaign's end. An actor calls [`Control::proceed`] before
+//! each operation and sleeps with [`Control::sleep`], which a pause or a
+//! stop cuts short; an operation under way is always finished first, so
+//! that every actor parks with the system in its resting state (run=1,
+//! every block online, no fault armed on ksmd).
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct State {
+    paused: bool,
+    stop: bool,
+    parked: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Control {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Control {
+    /// Actors start parked: the first phase resumes them.
+    pub fn paused() -> Control {
+        let c = Control::default();
+        c.lock().paused = true;
+        c
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Block while paused; false once the campaign stops.
+    pub fn proceed(&self) -> bool {
+        let mut s = self.lock();
+        while s.paused && !s.stop {
+            s.parked += 1;
+            self.cv.notify_all();
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.parked -= 1;
+        }
+        !s.stop
+    }
+
+    /// Sleep for `d`, or less if a pause or the stop comes; false if
+    /// stopping.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        let mut s = self.lock();
+        while !s.paused && !s.stop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            s = self
+                .cv
+                .wait_timeout(s, end - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        !s.stop
+    }
+
+    /// Sleep for `d` whatever the pauses (an actor that never parks);
+    /// false if stopping.
+    pub fn sleep_unpaused(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        let mut s = self.lock();
+        while !s.stop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            s = self
+                .cv
+                .wait_timeout(s, end - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        !s.stop
+    }
+
+    /// Ask every actor to park, and wait until `actors` of them have.
+    pub fn pause(&self, actors: usize) {
+        let mut s = self.lock();
+        s.paused = true;
+        self.cv.notify_all();
+        while s.parked < actors && !s.stop {
+            s = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.cv.notify_all();
+    }
+
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn actors_park_on_pause_and_leave_on_stop() {
+        let ctl = Control::paused();
+        let ops = AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    while ctl.proceed() {
+                        ops.fetch_add(1, Ordering::SeqCst);
+                        ctl.sleep(Duration::from_secs(60));
+                    }
+                });
+            }
+            ctl.pause(3);
+            assert_eq!(ops.load(Ordering::SeqCst), 0, "started paused");
+            ctl.resume();
+            while ops.load(Ordering::SeqCst) < 3 {
+                std::thread::yield_now();
+            }
+            // The 60 s sleeps are cut short by the pause.
+            ctl.pause(3);
+            let parked = ops.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(ops.load(Ordering::SeqCst), parked, "nothing runs paused");
+            ctl.stop();
+        });
+        assert!(!ctl.proceed(), "stopped");
+    }
+}
