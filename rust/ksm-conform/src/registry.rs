@@ -20,6 +20,12 @@ pub enum Req {
     Swap,
     Failslab,
     MemoryCgroup,
+    /// A cpuset hierarchy (cgroup v2 cpuset controller, or v1 cpuset).
+    Cpuset,
+    /// Transparent huge pages for MADV_HUGEPAGE areas.
+    Thp,
+    /// userfaultfd(2).
+    Userfaultfd,
     /// Boot-time defaults only hold right after boot.
     FreshBoot,
     /// prctl(PR_SET_MEMORY_MERGE), Linux 6.4.
@@ -70,6 +76,9 @@ pub fn all() -> Vec<&'static Check> {
         process::CHECKS,
         procfs::CHECKS,
         scan::CHECKS,
+        trees::CHECKS,
+        areas::CHECKS,
+        placement::CHECKS,
     ]
     .into_iter()
     .flatten()
