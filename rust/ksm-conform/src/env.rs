@@ -131,7 +131,6 @@ impl Env {
             }
             Req::MemoryMergePrctl => self.memory_merge_prctl.clone().err(),
             Req::KpageFlags => self.kpageflags.clone().err(),
-            Req::PageFlags => self.page_flags.clone().err(),
             Req::SoleKsmUser => other_ksm_users(),
             _ => None,
         }

@@ -22,6 +22,7 @@ pub fn dispatch() {
     }
     let result = match name.as_str() {
         "madvise-with-failing-slab" => crate::checks::madvise::helper_madvise_with_failing_slab(),
+        "memory-merge-inherited" => crate::checks::process::helper_memory_merge_inherited(),
         "get-memory-merge" => ksm::mem::get_memory_merge()
             .map(|on| format!("{}", on as u8))
             .map_err(|e| format!("PR_GET_MEMORY_MERGE: {e}")),

@@ -32,9 +32,6 @@ pub enum Req {
     MemoryMergePrctl,
     /// /proc/kpageflags readable for our pages (root: pagemap shows frames).
     KpageFlags,
-    /// /proc/kpageflags to see whether an address maps a KSM page, and a
-    /// kernel whose KPF_KSM is clear on pages that are not KSM pages.
-    PageFlags,
     /// No other process uses KSM: the check asserts exact global counters.
     SoleKsmUser,
 }

@@ -23,7 +23,7 @@ pub const CHECKS: &[Check] = &[
     },
     Check {
         name: "process/prctl_memory_merge_inherited_by_fork_and_exec",
-        requires: &[Req::Root, Req::Ksm, Req::MemoryMergePrctl, Req::PageFlags],
+        requires: &[Req::Root, Req::Ksm, Req::MemoryMergePrctl],
         body: prctl_inherited,
     },
     Check {
@@ -99,49 +99,53 @@ fn prctl_set_get(_: &mut Ctx) -> CheckResult {
 
 /// MMF_VM_MERGE_ANY is inherited by fork and kept across execve, and the
 /// child's new memory merges with no madvise at all. (All of the child's
-/// anonymous memory is mergeable then, so its ksm_merging_pages counts more
-/// than our pages: kpageflags tells whether ours merged.)
+/// anonymous memory is mergeable then, so its ksm_merging_pages may count
+/// more than our pages: the pages sharing one frame tell that ours merged.)
+///
+/// The process that sets the prctl is a fresh exec, not a fork of this
+/// one: with all its memory mergeable, ksmd turns the pages a fork still
+/// shares copy-on-write with its parent into KSM pages, which the parent
+/// then maps in areas it never advised, where run=2 cannot unmerge them
+/// (merge_across_nodes and max_page_sharing stay EBUSY while it lives).
 fn prctl_inherited(ctx: &mut Ctx) -> CheckResult {
-    const PAGES: u64 = 8;
     ctx.clean_slate()?;
     ctx.start_ksmd()?;
-    in_child(|| {
-        set_memory_merge(true).map_err(|e| format!("PR_SET_MEMORY_MERGE: {e}"))?;
-        let exec_view = helper::run("get-memory-merge").map_err(|e| e.to_string())?;
-        if exec_view != "1" {
-            return Err(format!("PR_GET_MEMORY_MERGE after execve: {exec_view}"));
-        }
-        in_child(|| {
-            if get_memory_merge() != Ok(true) {
-                return Err(format!(
-                    "PR_GET_MEMORY_MERGE in the forked child: {:?}",
-                    get_memory_merge()
-                ));
-            }
-            let mut m = Mapping::anon(PAGES as usize).map_err(|e| e.to_string())?;
-            for i in 0..PAGES as usize {
-                m.fill(i, 1);
-            }
-            ksm::scan::wait_within_scans(
-                &Sysfs::system(),
-                "child pages merged",
-                5,
-                TIMEOUT,
-                || {
-                    for i in 0..PAGES as usize {
-                        if procfs::is_ksm_page(m.page_addr(i))? != Some(true) {
-                            return Ok(false);
-                        }
-                    }
-                    Ok(procfs::ksm_merging_pages(None)? >= PAGES)
-                },
-            )
-            .map_err(|e| format!("forked child without madvise: {e}"))?;
-            Ok(String::new())
-        })
-        .map_err(|e| e.to_string())
-    })?;
+    helper::run("memory-merge-inherited")?;
     Ok(())
+}
+
+/// The helper side of prctl_inherited, in a fresh exec.
+pub fn helper_memory_merge_inherited() -> Result<String, String> {
+    const PAGES: u64 = 8;
+    set_memory_merge(true).map_err(|e| format!("PR_SET_MEMORY_MERGE: {e}"))?;
+    let exec_view = helper::run("get-memory-merge").map_err(|e| e.to_string())?;
+    if exec_view != "1" {
+        return Err(format!("PR_GET_MEMORY_MERGE after execve: {exec_view}"));
+    }
+    in_child(|| {
+        if get_memory_merge() != Ok(true) {
+            return Err(format!(
+                "PR_GET_MEMORY_MERGE in the forked child: {:?}",
+                get_memory_merge()
+            ));
+        }
+        let mut m = Mapping::anon(PAGES as usize).map_err(|e| e.to_string())?;
+        for i in 0..PAGES as usize {
+            m.fill(i, 1);
+        }
+        ksm::scan::wait_within_scans(&Sysfs::system(), "child pages merged", 5, TIMEOUT, || {
+            let first = procfs::pagemap(m.page_addr(0))?.pfn();
+            for i in 0..PAGES as usize {
+                if first == 0 || procfs::pagemap(m.page_addr(i))?.pfn() != first {
+                    return Ok(false);
+                }
+            }
+            Ok(procfs::ksm_merging_pages(None)? >= PAGES)
+        })
+        .map_err(|e| format!("forked child without madvise: {e}"))?;
+        Ok(String::new())
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Which ksm_stat fields each kernel has (fs/proc/base.c).
