@@ -8,16 +8,18 @@
 //! Commands (pages are numbered within the named mapping):
 //!
 //! ```text
-//! map NAME PAGES            private anonymous pages, THP off
-//! fill NAME FIRST COUNT SEED  pages FIRST.. get fill(SEED)
-//! seeds NAME FIRST S,S,...  page FIRST+i gets fill(S_i)
-//! byte NAME PAGE OFFSET VALUE one byte of a page changed
+//! map NAME PAGES                    private anonymous pages, THP off
+//! fill NAME FIRST COUNT SEED        pages FIRST.. get fill(SEED)
+//! seeds NAME FIRST S,S,...          page FIRST+i gets fill(S_i)
+//! byte NAME PAGE OFFSET VALUE       one byte of a page changed
 //! advise NAME ADVICE [FIRST COUNT]  mergeable, unmergeable, dontneed
-//! verify NAME               every page holds what was written last
-//! frames NAME               the page frame of each page (0: not present)
-//! nodes NAME                the NUMA node of each page
+//! verify NAME                       every page holds what was written last
+//! frames NAME                       the page frame of each page (0: not present)
+//! nodes NAME                        the NUMA node of each page
 //! unmap NAME
-//! bind NODE                 set_mempolicy(MPOL_BIND) to NODE
+//! bind NODE                         set_mempolicy(MPOL_BIND) to NODE
+//! merge-any 0|1                     prctl(PR_SET_MEMORY_MERGE)
+//! hello                             answers its pid (an exec'd worker is up)
 //! exit
 //! ```
 
@@ -298,6 +300,12 @@ impl Memory {
             "exit" => Ok(Step::Exit),
             "bind" => {
                 set_mempolicy_bind(arg(&words, 1)?).map_err(|e| format!("set_mempolicy: {e}"))?;
+                answer(String::new())
+            }
+            "merge-any" => {
+                let on: u8 = arg(&words, 1)?;
+                ksm::mem::set_memory_merge(on == 1)
+                    .map_err(|e| format!("PR_SET_MEMORY_MERGE {on}: {e}"))?;
                 answer(String::new())
             }
             "map" => {
