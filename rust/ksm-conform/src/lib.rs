@@ -11,6 +11,8 @@ pub mod exec;
 pub mod helper;
 pub mod registry;
 pub mod report;
+pub mod stepping;
+pub mod worker;
 
 pub use ctx::{Ctx, Fail};
 pub use env::Env;

@@ -20,15 +20,18 @@ pub enum Req {
     Swap,
     Failslab,
     MemoryCgroup,
+    /// A cpuset hierarchy (cgroup v2 cpuset controller, or v1 cpuset).
+    Cpuset,
+    /// Transparent huge pages for MADV_HUGEPAGE areas.
+    Thp,
+    /// userfaultfd(2).
+    Userfaultfd,
     /// Boot-time defaults only hold right after boot.
     FreshBoot,
     /// prctl(PR_SET_MEMORY_MERGE), Linux 6.4.
     MemoryMergePrctl,
     /// /proc/kpageflags readable for our pages (root: pagemap shows frames).
     KpageFlags,
-    /// /proc/kpageflags to see whether an address maps a KSM page, and a
-    /// kernel whose KPF_KSM is clear on pages that are not KSM pages.
-    PageFlags,
     /// No other process uses KSM: the check asserts exact global counters.
     SoleKsmUser,
 }
@@ -70,6 +73,9 @@ pub fn all() -> Vec<&'static Check> {
         process::CHECKS,
         procfs::CHECKS,
         scan::CHECKS,
+        trees::CHECKS,
+        areas::CHECKS,
+        placement::CHECKS,
     ]
     .into_iter()
     .flatten()
