@@ -7,7 +7,8 @@
 # Steps they are made of: setup, tree, kernel, stock-kernel, noksm-kernel,
 # debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
 # from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
-# Beyond make test: compare (stock and patched 7.3 side by side), bench (their
+# Beyond make test: compare (stock and patched 7.3 side by side, the suite and
+# the trace oracle; COMPARE_ARGS=... for ci/compare.sh), bench (their
 # merge speed and ksmd's CPU cost, BENCH_ARGS=... for ksm-bench run), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
 # several kernels, KERNELS=... for some).
@@ -69,7 +70,7 @@ matrix:
 	ci/matrix.sh $(KERNELS)
 
 compare: suite kernel stock-kernel
-	ci/compare.sh
+	ci/compare.sh $(COMPARE_ARGS)
 
 bench: suite kernel stock-kernel
 	benchmarks/run.sh $(BENCH_ARGS)

@@ -8,9 +8,11 @@ pub mod child;
 pub mod ctx;
 pub mod env;
 pub mod exec;
+pub mod gate;
 pub mod helper;
 pub mod registry;
 pub mod report;
+pub mod trace;
 
 pub use ctx::{Ctx, Fail};
 pub use env::Env;

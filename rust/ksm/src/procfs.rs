@@ -217,17 +217,21 @@ impl KsmUser {
     }
 }
 
-/// Every process with memory registered with KSM: ksm_mergeable (6.14+), or
-/// else rmap_items or merged pages in ksm_stat / ksm_merging_pages.
-pub fn ksm_users() -> Vec<KsmUser> {
+/// The pids in /proc, in order.
+pub fn pids() -> Vec<u32> {
     let Ok(all) = ::procfs::process::all_processes() else {
         return Vec::new();
     };
+    all.flatten()
+        .filter_map(|p| u32::try_from(p.pid()).ok())
+        .collect()
+}
+
+/// Every process with memory registered with KSM: ksm_mergeable (6.14+), or
+/// else rmap_items or merged pages in ksm_stat / ksm_merging_pages.
+pub fn ksm_users() -> Vec<KsmUser> {
     let mut users = Vec::new();
-    for process in all.flatten() {
-        let Ok(pid) = u32::try_from(process.pid()) else {
-            continue;
-        };
+    for pid in pids() {
         // Kernel threads and processes that are gone have no ksm_stat.
         let Ok(stat) = KsmStat::read(Some(pid)) else {
             continue;
@@ -249,7 +253,6 @@ pub fn ksm_users() -> Vec<KsmUser> {
             });
         }
     }
-    users.sort_by_key(|u| u.pid);
     users
 }
 
