@@ -9,14 +9,15 @@
 #      requires every trace to be identical to the first, record by record,
 #      and prints the first record that differs with both values.
 #
-#   ci/compare.sh [--runs N] [--trace-only] [--workload W]... [KERNEL...]
+#   ci/compare.sh [--runs N] [--trace-only] [--workload W]... [--seed N] [KERNEL...]
 #
 # A KERNEL is a variant of ci/kernel.sh (stock, patched, ...; built if need
 # be) or NAME=PATH, a kernel already built (a build directory or a bzImage)
 # named NAME in the results. Default: stock patched. The first kernel is the
 # reference. --runs N boots each kernel N times for the trace (default 1), so
 # that one kernel's traces also show they repeat; --trace-only leaves out the
-# guest tests; --workload runs only that trace workload (repeatable).
+# guest tests; --workload runs only that trace workload (repeatable); --seed
+# draws the workloads' contents from another seed (default 0).
 # Results in out/compare/<name>/ and out/compare/compare.txt (verdicts),
 # out/compare/trace-diff.txt. Exit status 1 if anything differs.
 source "$(dirname "$0")/lib.sh"
@@ -28,7 +29,8 @@ while [ $# -gt 0 ]; do
 		--runs) runs=$2; shift 2 ;;
 		--trace-only) suite=0; shift ;;
 		--workload) workloads+=(--workload "$2"); shift 2 ;;
-		-h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		--seed) workloads+=(--seed "$2"); shift 2 ;;
+		-h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		-*) die "unknown option $1 (see --help)" ;;
 		*) kernels+=("$1"); shift ;;
 	esac

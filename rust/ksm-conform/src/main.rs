@@ -75,6 +75,10 @@ enum Sub {
         /// Run only this workload (repeatable): chains, zero-pages-and-smart-scan, numa.
         #[arg(long = "workload", value_name = "NAME")]
         workloads: Vec<String>,
+        /// Draw the workloads' contents from this seed (traces to compare
+        /// must use the same).
+        #[arg(long, value_name = "N", default_value_t = trace::workload::DEFAULT_SEED)]
+        seed: u64,
         /// As for the checks: run although other processes use KSM.
         #[arg(long)]
         allow_unmerge: bool,
@@ -106,8 +110,9 @@ fn main() -> ExitCode {
         Some(Sub::Trace {
             ref out,
             ref workloads,
+            seed,
             allow_unmerge,
-        }) => record_trace(out, workloads, allow_unmerge),
+        }) => record_trace(out, workloads, seed, allow_unmerge),
         Some(Sub::TraceDiff { ref traces }) => diff_traces(traces),
         None => run_checks(args),
     }
@@ -277,7 +282,7 @@ fn run_checks(args: Args) -> ExitCode {
     }
 }
 
-fn record_trace(out: &Path, workloads: &[String], allow_unmerge: bool) -> ExitCode {
+fn record_trace(out: &Path, workloads: &[String], seed: u64, allow_unmerge: bool) -> ExitCode {
     if let Err(e) = trace::check_names(workloads) {
         return die(&e);
     }
@@ -311,6 +316,7 @@ fn record_trace(out: &Path, workloads: &[String], allow_unmerge: bool) -> ExitCo
     let opts = trace::Options {
         out: out.to_path_buf(),
         workloads: workloads.to_vec(),
+        seed,
     };
     match trace::run(&session, &env, &opts) {
         Ok(samples) => {

@@ -28,7 +28,10 @@
 //!   scans take, stays off (advisor_mode none);
 //! - nothing depends on physical addresses: with merge_across_nodes 1 a
 //!   page's frame does not matter, and with 0 only its node does, which
-//!   MPOL_BIND fixes before the first touch;
+//!   MPOL_BIND fixes before the first touch, for the workers' pages and the
+//!   driver's own (left unbound, the driver's page landed on either node
+//!   from one boot to the next, and with it which tree its lookups pruned:
+//!   stable_node_chains differed at the end of the numa workload);
 //! - counters that accumulate since boot are recorded from the start of
 //!   each workload, and sleep_millisecs, the driver's toggle, not at all
 //!   ([`record::RELATIVE`], [`record::EXCLUDED`]).
@@ -44,6 +47,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ksm::mem::mbind_to_node;
 use ksm::undo::Undo;
 use ksm::{Advice, Knob, KnobGuard, Mapping, Session, Sysfs};
 
@@ -58,6 +62,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Workload names; all if empty.
     pub workloads: Vec<String>,
+    /// The seed the workloads draw their contents from.
+    pub seed: u64,
 }
 
 /// Sysctls that move pages on their own, set to 0 during a trace.
@@ -128,9 +134,31 @@ pub fn run(session: &Session, env: &Env, opts: &Options) -> Result<usize, String
     for path in QUIET_SYSCTLS {
         quiet_sysctl(session, Path::new(path))?;
     }
+    // The scan-time advisor sizes batches from how long scans take (and
+    // refuses pages_to_scan): off.
+    if guard.sysfs().has(Knob::AdvisorMode)
+        && guard
+            .sysfs()
+            .read(Knob::AdvisorMode)
+            .map_err(|e| e.to_string())?
+            != "none"
+    {
+        guard
+            .set(Knob::AdvisorMode, "none")
+            .map_err(|e| format!("advisor_mode=none: {e}"))?;
+    }
     let mut ksmd = Ksmd::find()?;
-    // Registered before ksmd first runs, and for the whole trace.
+    // Registered before ksmd first runs, and for the whole trace. Bound to
+    // the first node with memory: with merge_across_nodes 0 its node picks
+    // the trees its lookups walk (and prune), and left to itself it lands
+    // on the node of whichever CPU the driver ran on.
     let mut driver_page = Mapping::anon(1).map_err(|e| e.to_string())?;
+    if let Some(&node) = env.memory_nodes.first() {
+        match mbind_to_node(driver_page.addr(), driver_page.len(), node) {
+            Ok(()) | Err(nix::errno::Errno::ENOSYS) => {}
+            Err(e) => return Err(format!("mbind the driver's page to node {node}: {e}")),
+        }
+    }
     driver_page.fill(0, DRIVER_PAGE_SEED);
     driver_page
         .advise(Advice::Mergeable)
@@ -142,13 +170,14 @@ pub fn run(session: &Session, env: &Env, opts: &Options) -> Result<usize, String
         kernel: env.release.clone(),
         tool: format!("ksm-conform {}", env!("CARGO_PKG_VERSION")),
         page_size: ksm::mem::page_size(),
+        seed: opts.seed,
     })?;
     eprintln!(
         "trace: ksmd is pid {}, the driver pid {}",
         ksmd.pid(),
         std::process::id()
     );
-    for w in workload::all(env) {
+    for w in workload::all(env, opts.seed) {
         if !opts.workloads.is_empty() && !opts.workloads.iter().any(|n| n == w.name) {
             continue;
         }

@@ -33,14 +33,15 @@ pub const VMSTAT: &[&str] = &["cow_ksm", "ksm_swpin_copy"];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
 pub enum Record {
-    /// First line. Only format, schema and page_size must match between
-    /// traces; the rest says what ran.
+    /// First line. Format, schema, page_size and seed must match between
+    /// traces; kernel and tool say what ran.
     Header {
         format: String,
         schema: u32,
         kernel: String,
         tool: String,
         page_size: usize,
+        seed: u64,
     },
     /// A workload starts, with the knobs it runs under.
     Workload {
@@ -301,6 +302,7 @@ mod tests {
             kernel: kernel.into(),
             tool: "t".into(),
             page_size: 4096,
+            seed: 0,
         }];
         let n = samples.len();
         records.extend(samples);
@@ -388,6 +390,7 @@ mod tests {
             kernel: String::new(),
             tool: String::new(),
             page_size: 4096,
+            seed: 0,
         };
         assert!(
             Trace::parse("x", &future.line())

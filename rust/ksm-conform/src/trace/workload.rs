@@ -68,9 +68,17 @@ impl Workload {
     }
 }
 
-/// Every workload, in the order a trace runs them.
-pub fn all(env: &Env) -> Vec<Workload> {
-    let w = vec![chains(), zero_pages_and_smart_scan(), numa(env)];
+/// The seed of the workloads a trace runs unless told otherwise.
+pub const DEFAULT_SEED: u64 = 0;
+
+/// Every workload, in the order a trace runs them, their contents drawn
+/// from `seed` (each workload mixes in a constant of its own).
+pub fn all(env: &Env, seed: u64) -> Vec<Workload> {
+    let w = vec![
+        chains(seed),
+        zero_pages_and_smart_scan(seed),
+        numa(env, seed),
+    ];
     for workload in &w {
         assert!(
             (workload.pages_bound() as u64) < FULL,
@@ -203,8 +211,8 @@ fn full(n: usize) -> Vec<Batch> {
 /// max_page_sharing 4 so that chains of dups form, and chains pruned on
 /// every lookup (stable_node_chains_prune_millisecs 0: a prune interval in
 /// wall time would make the lookups depend on timing).
-fn chains() -> Workload {
-    let mut rng = Rng::new(0x6b73_6d2d_7273_0001);
+fn chains(seed: u64) -> Workload {
+    let mut rng = Rng::new(0x6b73_6d2d_7273_0001 ^ seed);
     let sizes = group_sizes(&mut rng, 2400);
     let seeds = copies(&mut rng, &sizes, 64);
     let third = seeds.len() / 3;
@@ -353,8 +361,8 @@ fn chains() -> Workload {
 /// page and unmerged again by writes, pages that change between scans
 /// (volatile), unique pages that smart_scan learns to skip; chains never
 /// pruned (the prune interval at its maximum, 49 days).
-fn zero_pages_and_smart_scan() -> Workload {
-    let mut rng = Rng::new(0x6b73_6d2d_7273_0002);
+fn zero_pages_and_smart_scan(seed: u64) -> Workload {
+    let mut rng = Rng::new(0x6b73_6d2d_7273_0002 ^ seed);
     let unique: Vec<u64> = (0..1500).map(|_| rng.content()).collect();
     let pairs: Vec<u64> = (0..200).map(|_| rng.content()).collect();
     let mut g: Vec<u64> = Vec::new();
@@ -444,8 +452,8 @@ fn zero_pages_and_smart_scan() -> Workload {
 /// merge_across_nodes 0: every page bound to node 0 or node 1 (mbind
 /// MPOL_BIND before the first touch, so the copies that writes and unmerges
 /// make land there too, and a page's node, which picks its trees, is fixed).
-fn numa(env: &Env) -> Workload {
-    let mut rng = Rng::new(0x6b73_6d2d_7273_0003);
+fn numa(env: &Env, seed: u64) -> Workload {
+    let mut rng = Rng::new(0x6b73_6d2d_7273_0003 ^ seed);
     let sizes = group_sizes(&mut rng, 700);
     let seeds = copies(&mut rng, &sizes, 40);
     let quarter = seeds.len() / 4;
@@ -533,7 +541,7 @@ mod tests {
 
     #[test]
     fn chains_has_thousands_of_contents_and_chains() {
-        let w = chains();
+        let w = chains(DEFAULT_SEED);
         let Action::Do(_, Command::Fill { seeds, .. }) = &w.steps[0].actions[4] else {
             panic!("the first fill is not where expected");
         };
@@ -579,10 +587,15 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let (a, b) = (all(&env), all(&env));
+        let (a, b) = (all(&env, 7), all(&env, 7));
         assert_eq!(a.len(), NAMES.len());
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(describe(x), describe(y));
+        }
+        // Another seed, other contents, the same steps.
+        for (x, y) in a.iter().zip(&all(&env, 8)) {
+            assert_ne!(describe(x), describe(y));
+            assert_eq!(x.steps.len(), y.steps.len());
         }
         let names: Vec<&str> = a.iter().map(|w| w.name).collect();
         assert_eq!(names, NAMES);
