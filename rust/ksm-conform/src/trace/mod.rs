@@ -181,11 +181,13 @@ pub fn run(session: &Session, env: &Env, opts: &Options) -> Result<usize, String
         if !opts.workloads.is_empty() && !opts.workloads.iter().any(|n| n == w.name) {
             continue;
         }
+        // merge_across_nodes exists with CONFIG_NUMA only; its 1 is what a
+        // kernel without NUMA does anyway (the numa workload asks for it).
         let missing = w
             .knobs
             .iter()
             .map(|(k, _)| *k)
-            .find(|k| !guard.sysfs().has(*k));
+            .find(|k| *k != Knob::MergeAcrossNodes && !guard.sysfs().has(*k));
         let unmet = w
             .unmet
             .clone()
@@ -267,17 +269,17 @@ impl Run<'_, '_> {
     fn workload(&mut self) -> Result<(), String> {
         let w = self.workload;
         self.ksmd.park(self.guard)?;
+        let mut knobs = BTreeMap::new();
         for (knob, value) in &w.knobs {
-            self.set(*knob, value)?;
+            if self.guard.sysfs().has(*knob) {
+                self.set(*knob, value)?;
+                knobs.insert(knob.name().to_string(), value.to_string());
+            }
         }
         self.file.write(&Record::Workload {
             workload: w.name.into(),
             description: w.description.into(),
-            knobs: w
-                .knobs
-                .iter()
-                .map(|(k, v)| (k.name().to_string(), v.to_string()))
-                .collect(),
+            knobs,
         })?;
         self.ksmd.start(self.guard)?;
         self.baseline = self.cumulative()?;
