@@ -167,7 +167,10 @@ pub fn run(session: &Session, env: &Env, opts: &Options) -> Result<usize, String
     file.write(&Record::Header {
         format: record::FORMAT.into(),
         schema: record::SCHEMA,
-        kernel: env.release.clone(),
+        // The release alone does not tell our builds apart: /proc/version.
+        kernel: fs::read_to_string("/proc/version")
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|_| env.release.clone()),
         tool: format!("ksm-conform {}", env!("CARGO_PKG_VERSION")),
         page_size: ksm::mem::page_size(),
         seed: opts.seed,

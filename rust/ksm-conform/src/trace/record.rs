@@ -34,7 +34,7 @@ pub const VMSTAT: &[&str] = &["cow_ksm", "ksm_swpin_copy"];
 #[serde(tag = "record", rename_all = "snake_case")]
 pub enum Record {
     /// First line. Format, schema, page_size and seed must match between
-    /// traces; kernel and tool say what ran.
+    /// traces; kernel (/proc/version) and tool say what ran.
     Header {
         format: String,
         schema: u32,
