@@ -42,9 +42,6 @@ done
 
 conform=$KSMRS_ROOT/rust/target/release/ksm-conform
 [ -x "$conform" ] || die "no $conform: build it with 'make suite'"
-res=$KSMRS_ROOT/out/compare
-rm -rf "$res"
-mkdir -p "$res"
 
 names=() images=()
 for k in "${kernels[@]}"; do
@@ -57,6 +54,9 @@ for k in "${kernels[@]}"; do
 	for n in "${names[@]}"; do [ "$n" != "$name" ] || die "$name given twice"; done
 	names+=("$name") images+=("$image")
 done
+res=$KSMRS_ROOT/out/compare
+rm -rf "$res"
+mkdir -p "$res"
 
 traces=()
 for i in "${!names[@]}"; do
@@ -75,8 +75,8 @@ for i in "${!names[@]}"; do
 		dir=$res/$name/trace.$r
 		mkdir -p "$dir"
 		if ! "$KSMRS_ROOT/virtme/boot.sh" --kernel "$image" --rwdir "$dir" --log "$dir/console.log" \
-			--timeout 1500 -- "$conform" trace --out "$dir/trace.jsonl" "${workloads[@]}"; then
-			log "$name: the trace did not complete (see $dir/console.log)"
+			--timeout 1500 -- "$KSMRS_ROOT/virtme/guest-trace.sh" "$dir" "$conform" "${workloads[@]}"; then
+			log "$name: the trace did not complete (see $dir/trace.log, $dir/console.log)"
 		fi
 		if grep -qE "$KSMRS_SPLATS" "$dir/console.log" 2>/dev/null; then
 			grep -E "$KSMRS_SPLATS" "$dir/console.log" | head -n 5 >&2

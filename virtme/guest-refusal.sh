@@ -17,8 +17,9 @@ result() {
 }
 snapshot() {
 	for f in "$ksm"/*; do
-		# Statistics move with ksmd; the tunables must not move at all.
-		[ -w "$f" ] && echo "$(basename "$f")=$(cat "$f")"
+		# Statistics (0444) move with ksmd; the tunables (0644) must not
+		# move at all. (test -w is true for root whatever the mode.)
+		[ "$(stat -c %a "$f")" = 644 ] && echo "$(basename "$f")=$(cat "$f")"
 	done
 }
 
