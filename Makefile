@@ -7,9 +7,10 @@
 # Steps they are made of: setup, tree, kernel, c-kernel, stock-kernel, noksm-kernel,
 # debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
 # from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
-# Beyond make test: compare (stock and patched 7.3 side by side), bench (ksmd's
-# cost in instructions counted by a QEMU plugin, BENCH_ARGS=... for
-# benchmarks/run.sh; bench-quick: small sizes, one boot each), debug-test
+# Beyond make test: compare (stock 7.3 and the series with either choice side by
+# side: the suite and the trace oracle; COMPARE_ARGS=... for ci/compare.sh),
+# bench (ksmd's cost in instructions counted by a QEMU plugin, BENCH_ARGS=...
+# for benchmarks/run.sh; bench-quick: small sizes, one boot each), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
 # several kernels, KERNELS=... for some).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
@@ -73,7 +74,7 @@ matrix:
 	ci/matrix.sh $(KERNELS)
 
 compare: suite kernel c-kernel stock-kernel
-	ci/compare.sh
+	ci/compare.sh $(COMPARE_ARGS)
 
 bench: suite kernel stock-kernel
 	benchmarks/run.sh $(BENCH_ARGS)

@@ -85,7 +85,7 @@ wait_for_build() {
 
 # The last error line of a log, without colours.
 last_error() {
-	{ sed -E 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | grep -E 'error:' | tail -n 1 | sed -E 's/.*error: *//'; } || true
+	{ sed -E 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | grep -E 'error:|ksm-conform: skip:' | tail -n 1 | sed -E 's/.*(error|skip): *//'; } || true
 }
 
 # tee_stderr FILE CMD...: CMD's stderr both on ours and in FILE, its stdout

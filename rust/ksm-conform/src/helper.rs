@@ -10,6 +10,8 @@ use crate::child::die_with_parent;
 use crate::ctx::{CheckResult, Fail};
 
 pub(crate) const VAR: &str = "KSM_CONFORM_HELPER";
+/// The helper that is a trace workload's worker (see [`crate::trace::worker`]).
+pub(crate) const TRACE_WORKER: &str = "trace-worker";
 
 /// If this process was started as a helper, run it and exit.
 pub fn dispatch() {
@@ -19,6 +21,9 @@ pub fn dispatch() {
     if name == crate::worker::HELPER {
         crate::worker::serve_stdio();
         std::process::exit(0);
+    }
+    if name == TRACE_WORKER {
+        crate::trace::worker::main();
     }
     let result = match name.as_str() {
         "madvise-with-failing-slab" => crate::checks::madvise::helper_madvise_with_failing_slab(),

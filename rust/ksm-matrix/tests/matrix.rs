@@ -352,6 +352,50 @@ fn bad_inputs_are_errors(
     assert!(err.contains(message), "{err}");
 }
 
+/// Reports of every schema read: 1 (no schema field, as the committed
+/// docs/matrix reports were written), 2 (schema, needs_machine per check);
+/// a later one is refused rather than misread.
+#[rstest]
+#[case::schema_1(None, Ok((1, None)))]
+#[case::schema_2(Some(2), Ok((2, Some(true))))]
+#[case::schema_from_the_future(
+    Some(3),
+    Err("report schema 3, newer than this ksm-matrix reads (2)")
+)]
+fn reports_of_each_schema(
+    #[case] schema: Option<u32>,
+    #[case] want: Result<(u32, Option<bool>), &str>,
+) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&report("7.3", true, &[("run/x", "pass", "", &[])])).unwrap();
+    if let Some(schema) = schema {
+        json["schema"] = schema.into();
+        json["tests"][0]["needs_machine"] = true.into();
+    }
+    match (parse_report(&json.to_string(), Path::new("k.json")), want) {
+        (Ok(r), Ok((schema, needs))) => {
+            assert_eq!((r.schema, r.tests[0].needs_machine), (schema, needs));
+        }
+        (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{e}"),
+        (got, want) => panic!("{:?}, expected {want:?}", got.map(|r| r.schema)),
+    }
+}
+
+#[test]
+fn the_committed_reports_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/matrix");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse_report(&text, &path).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no reports in {}", dir.display());
+}
+
 #[test]
 fn two_columns_of_one_name_are_an_error() {
     let dir = tempfile::tempdir().unwrap();

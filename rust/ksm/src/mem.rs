@@ -146,16 +146,30 @@ impl Mapping {
 
     fn map(len: usize, flags: libc::c_int, fd: Option<libc::c_int>) -> Result<Mapping> {
         // SAFETY: a fresh mapping at an address of the kernel's choosing.
-        let ptr = unsafe {
-            libc::mmap(
+        unsafe {
+            Mapping::map_at(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
-                fd.unwrap_or(-1),
-                0,
+                fd,
             )
-        };
+        }
+    }
+
+    /// # Safety
+    /// With MAP_FIXED in `flags`, `addr..addr + len` must be memory that no
+    /// live reference points into: whatever is mapped there is replaced.
+    unsafe fn map_at(
+        addr: *mut libc::c_void,
+        len: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+        fd: Option<libc::c_int>,
+    ) -> Result<Mapping> {
+        // SAFETY: the caller vouches for a MAP_FIXED range; otherwise the
+        // kernel picks a free one.
+        let ptr = unsafe { libc::mmap(addr, len, prot, flags, fd.unwrap_or(-1), 0) };
         if ptr == libc::MAP_FAILED {
             return Err(Error::Call {
                 call: "mmap",
@@ -298,6 +312,57 @@ fn node_mask(node: usize) -> ([libc::c_ulong; 16], libc::c_ulong) {
     (mask, (mask.len() * bits) as libc::c_ulong)
 }
 
+/// Address space set aside (PROT_NONE, nothing committed) so that the
+/// mappings carved out of it lie at known offsets from one another: their
+/// order in the address space, which is the order in which ksmd scans them,
+/// does not depend on where the kernel happens to place each mmap.
+pub struct Reservation {
+    space: Mapping,
+}
+
+impl Reservation {
+    pub fn new(pages: usize) -> Result<Reservation> {
+        // SAFETY: a fresh mapping at an address of the kernel's choosing.
+        let space = unsafe {
+            Mapping::map_at(
+                std::ptr::null_mut(),
+                pages * page_size(),
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                None,
+            )
+        }?;
+        Ok(Reservation { space })
+    }
+
+    pub fn pages(&self) -> usize {
+        self.space.pages()
+    }
+
+    /// Private anonymous read/write memory (THP off, as [`Mapping::anon`])
+    /// in place of pages [first, first + pages) of the reservation. When it
+    /// is dropped the range becomes a hole: carve each range once.
+    pub fn carve(&self, first: usize, pages: usize) -> Result<Mapping> {
+        assert!(
+            pages > 0 && first + pages <= self.pages(),
+            "carve out of bounds"
+        );
+        // SAFETY: the range lies within our PROT_NONE reservation, which no
+        // reference can point into.
+        let m = unsafe {
+            Mapping::map_at(
+                self.space.page_addr(first) as *mut libc::c_void,
+                pages * page_size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                None,
+            )
+        }?;
+        m.no_huge_pages()?;
+        Ok(m)
+    }
+}
+
 /// Bind `len` bytes at `addr` to NUMA node `node` and move the pages there
 /// (mbind(MPOL_BIND, MPOL_MF_MOVE | MPOL_MF_STRICT)).
 pub fn mbind_to_node(addr: usize, len: usize, node: usize) -> Result<(), Errno> {
@@ -386,6 +451,20 @@ mod tests {
             crate::kernel::memory_nodes().contains(&(nodes[0] as usize)),
             "{nodes:?}"
         );
+    }
+
+    #[test]
+    fn carved_mappings_keep_their_offsets() {
+        let space = Reservation::new(16).unwrap();
+        let mut a = space.carve(8, 2).unwrap();
+        let mut b = space.carve(2, 3).unwrap();
+        assert_eq!(a.addr() - b.addr(), 6 * page_size());
+        a.fill(1, 5);
+        b.fill(2, 5);
+        assert_eq!(a.page(1), b.page(2));
+        drop(b);
+        let c = space.carve(12, 4).unwrap();
+        assert_eq!(c.addr() - a.addr(), 4 * page_size());
     }
 
     #[test]
