@@ -11,7 +11,8 @@
 #   --log FILE     console log (default OUT/console.log)
 #   --rwdir DIR    a host directory the guest may write (results)
 #
-# The command's stdout/stderr come back on ours and its exit status is ours.
+# The command's stdout/stderr come back on ours and its exit status is ours;
+# 124 if the guest was killed at the timeout (as timeout(1) says it).
 # The kernel console is kept in the log; a progress line shows the boot.
 source "$(dirname "$0")/../ci/lib.sh"
 
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
 		--log) logfile=$2; shift 2 ;;
 		--rwdir) rwdir=$2; shift 2 ;;
 		--) shift; break ;;
-		-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -100,7 +101,8 @@ rc=${PIPESTATUS[0]}
 set -e
 wait
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-	die "guest did not finish within ${timeout}s; console log: $logfile"
+	printf '\033[1;31m[ksm-rs] error:\033[0m %s\n' "guest did not finish within ${timeout}s; console log: $logfile" >&2
+	exit 124
 fi
 log "guest exited with status $rc after $(since "$start") s"
 exit "$rc"
