@@ -13,12 +13,14 @@
 #
 # RESULTS (default out/mergeflip) gets mergeflip.tap, and per kernel NAME/:
 #   console.log  run.log (the reproducer's progress)  splat.txt (a crash's
-#   report and call trace)  result (key=value: kernel, outcome = clean,
-#   crashed, skipped or failed, rounds survived, seconds, splat, rip, reason,
-#   bound, linux_version)
+#   report and call trace)  stall.txt (a stalled ksmd's kernel stacks)
+#   result (key=value: kernel, outcome = clean, crashed, stalled, skipped or
+#   failed, rounds survived, seconds, splat, rip, reason, bound,
+#   linux_version)
 # TAP: "ok" clean, "ok # SKIP" cannot run there (no NUMA, no KSM), "not ok"
-# crashed (the splat's first line) or failed (why). Exit status: 0 if no
-# kernel crashed or failed, 1 otherwise, 2 for bad usage.
+# crashed (the splat's first line), stalled (ksmd completed no more full
+# scans) or failed (why). Exit status: 0 if every kernel was clean or
+# skipped, 1 otherwise, 2 for bad usage.
 source "$(dirname "$0")/lib.sh"
 source "$KSMRS_ROOT/ci/tap.sh"
 
@@ -92,7 +94,7 @@ judge() {
 	splat=$(after_start "$res/console.log" | grep -m1 -E "$KSMRS_SPLATS" || true)
 	rip=$(after_start "$res/console.log" | grep -m1 -oE 'RIP: [0-9a-f]{4}:[^ ]+' | sed 's/^RIP: [0-9a-f]*://' || true)
 	last=$(grep 'ksm-mergeflip: ' "$res/run.log" 2>/dev/null | tail -n 1 | sed 's/^ksm-mergeflip: //' || true)
-	took=$(sed -nE 's/.*clean after [0-9]+ rounds in ([0-9.]+) s.*/\1/p' "$res/run.log" 2>/dev/null | tail -n 1)
+	took=$(sed -nE 's/.*(clean|stalled) after [0-9]+ rounds in ([0-9.]+) s.*/\2/p' "$res/run.log" 2>/dev/null | tail -n 1)
 	if [ -n "$splat" ]; then
 		outcome=crashed
 		# The report and its call trace, up to the panic.
@@ -105,6 +107,9 @@ judge() {
 			s != "" && index($0, splat) { printf "%.1f", t - s; exit }' "$res/console.log")
 	elif [ "$rc" = 0 ]; then
 		outcome=clean
+	elif [ "$rc" = 3 ]; then
+		outcome=stalled reason=${last#stalled after * s: }
+		grep 'ksm-mergeflip: ksmd\|ksm-mergeflip:   ' "$res/run.log" | sed 's/^ksm-mergeflip: //' >"$res/stall.txt"
 	elif [ "$rc" = 4 ]; then
 		outcome=skipped reason=$last
 	elif [ -n "$rc" ]; then
@@ -128,6 +133,7 @@ judge() {
 	case "$outcome" in
 		clean) tap_line "$tap" OK "mergeflip on $name: clean after $n rounds in ${took} s" ;;
 		crashed) tap_line "$tap" FAIL "mergeflip on $name" "crashed in round $((n + 1)) after ${took:-?} s: $splat${rip:+ (RIP $rip)}" ;;
+		stalled) tap_line "$tap" FAIL "mergeflip on $name" "ksmd stalled in round $((n + 1)) after ${took:-?} s: $reason" ;;
 		skipped) tap_line "$tap" SKIP "mergeflip on $name" "$reason" ;;
 		failed) tap_line "$tap" FAIL "mergeflip on $name" "$reason" ;;
 	esac

@@ -5,13 +5,13 @@
 //!
 //! ```text
 //! kernel=stock                      column name (required)
-//! outcome=crashed                   clean, crashed, skipped or failed (required)
+//! outcome=crashed                   clean, crashed, stalled, skipped or failed (required)
 //! rounds=3                          rounds the kernel survived
-//! seconds=7.5                       from the start to the crash, or of the clean run
+//! seconds=7.5                       from the start to the crash or stall, or of the clean run
 //! bound=20 rounds or 60 s           how the run was bounded
 //! splat=BUG: kernel NULL pointer .. the crash's first line in the console
 //! rip=rb_insert_color+0x14/0x1a0    where it faulted, for an oops
-//! reason=...                        why it was skipped or failed
+//! reason=...                        how ksmd stalled, why it was skipped or failed
 //! ```
 //!
 //! Unknown keys are ignored; blank lines and `#` comments are allowed.
@@ -28,6 +28,8 @@ pub enum Verdict {
     Clean,
     /// The kernel crashed: the column's finding.
     Crashed,
+    /// ksmd stopped completing full scans: a finding too.
+    Stalled,
     /// The reproducer cannot run on that kernel (no KSM, no NUMA).
     Skipped,
     /// The run itself went wrong (a hang, a refused knob, no guest).
@@ -75,11 +77,12 @@ impl Mergeflip {
         let verdict = match fields.get("outcome").map(String::as_str) {
             Some("clean") => Verdict::Clean,
             Some("crashed") => Verdict::Crashed,
+            Some("stalled") => Verdict::Stalled,
             Some("skipped") => Verdict::Skipped,
             Some("failed") => Verdict::Failed,
             Some(other) => {
                 return Err(invalid(format!(
-                    "outcome={other}: expected clean, crashed, skipped or failed"
+                    "outcome={other}: expected clean, crashed, stalled, skipped or failed"
                 )));
             }
             None => return Err(invalid("no outcome= line".into())),
@@ -113,11 +116,17 @@ impl Mergeflip {
         let rounds = self.rounds.map_or("?".into(), |n| n.to_string());
         let seconds = self.seconds.as_deref().unwrap_or("?");
         let why = || cell(self.reason.as_deref().unwrap_or("no reason recorded"));
+        let round = self.rounds.map_or("?".into(), |n| (n + 1).to_string());
         match self.verdict {
             Verdict::Clean => format!("clean: {rounds} rounds in {seconds} s"),
+            Verdict::Stalled => {
+                format!(
+                    "**ksmd stalled** in round {round} after {seconds} s: {}",
+                    why()
+                )
+            }
             Verdict::Crashed => format!(
-                "**crashed** in round {} after {seconds} s: `{}`{}",
-                self.rounds.map_or("?".into(), |n| (n + 1).to_string()),
+                "**crashed** in round {round} after {seconds} s: `{}`{}",
                 cell(self.splat.as_deref().unwrap_or("?")),
                 self.rip
                     .as_deref()
@@ -153,7 +162,8 @@ pub fn section(md: &mut String, results: &[Mergeflip]) {
          0 to 1 and back at random points of ksmd's scans, and replaces the node-1 area in \
          between. The guest panics on an oops or a warning. A crash is that kernel's \
          finding (the bug docs/mergeflip.md describes), not a failure of the run; \"clean\" \
-         is no crash within the bound.\n"
+         is no crash within the bound. \"ksmd stalled\": it completed no full scan for \
+         `--stall-seconds` (30 by default), a finding too.\n"
     );
     let _ = writeln!(md, "| column | result | bound |");
     let _ = writeln!(md, "| --- | --- | --- |");
@@ -201,6 +211,12 @@ mod tests {
         "kernel=noksm\noutcome=skipped\nrounds=0\nbound=20 rounds or 60 s\n\
          reason=cannot run here: this kernel has no KSM (/sys/kernel/mm/ksm absent)\n",
         "| noksm | cannot run: cannot run here: this kernel has no KSM (/sys/kernel/mm/ksm absent) | 20 rounds or 60 s |"
+    )]
+    #[case(
+        "kernel=stuck\noutcome=stalled\nrounds=9\nseconds=50.7\n\
+         reason=ksmd completed no full scan in 30.0 s (full_scans stays 93, 95 awaited)\n",
+        "| stuck | **ksmd stalled** in round 10 after 50.7 s: ksmd completed no full scan \
+         in 30.0 s (full_scans stays 93, 95 awaited) | ? |"
     )]
     #[case(
         "kernel=hung\noutcome=failed\nrounds=4\nreason=no result within 240 s | no splat\n",

@@ -34,12 +34,30 @@ pub struct Settings {
 }
 
 /// How a run that did not fail ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Every round of the bound ran.
     AllRounds(u64),
     /// The time bound came first, after this many whole rounds.
     TimeUp(u64),
+    /// ksmd stopped completing full scans after this many whole rounds (a
+    /// finding about the kernel, like a crash): what was awaited, and
+    /// samples of ksmd's state and kernel stack taken then.
+    Stalled {
+        rounds: u64,
+        what: String,
+        ksmd: Vec<String>,
+    },
+}
+
+/// How a wait for full scans ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    Done,
+    /// The run's deadline came first.
+    Deadline,
+    /// ksmd completed no full scan for [`Settings::stall`].
+    Stalled(String),
 }
 
 /// One finished round, for the progress line.
@@ -111,9 +129,9 @@ pub fn pages_of(mib: u64) -> usize {
     (mib as usize) << 20 >> page_size().trailing_zeros()
 }
 
-/// Wait for `n` more full scans. Ok(false): the deadline came first. A ksmd
-/// that completes no scan for `stall` is an error, not a slow kernel.
-pub fn wait_scans(sysfs: &Sysfs, n: u64, s: &Settings) -> Result<bool> {
+/// Wait for `n` more full scans. A ksmd that completes no scan for `stall`
+/// has stalled: not a slow kernel, a stuck one.
+pub fn wait_scans(sysfs: &Sysfs, n: u64, s: &Settings) -> Result<Wait> {
     const POLL: Duration = Duration::from_millis(5);
     let mut last = sysfs.read_u64(Knob::FullScans)?;
     let target = last + n;
@@ -121,17 +139,17 @@ pub fn wait_scans(sysfs: &Sysfs, n: u64, s: &Settings) -> Result<bool> {
     loop {
         let now = sysfs.read_u64(Knob::FullScans)?;
         if now >= target {
-            return Ok(true);
+            return Ok(Wait::Done);
         }
         if now != last {
             last = now;
             progress = Instant::now();
         }
         if Instant::now() >= s.deadline {
-            return Ok(false);
+            return Ok(Wait::Deadline);
         }
         if progress.elapsed() >= s.stall {
-            return Err(Error::Other(format!(
+            return Ok(Wait::Stalled(format!(
                 "ksmd completed no full scan in {:.1} s (full_scans stays {now}, {target} awaited)",
                 s.stall.as_secs_f64()
             )));
@@ -148,6 +166,32 @@ fn switch(guard: &mut KnobGuard<'_>, value: &str) -> Result<()> {
             "merge_across_nodes={value}: {e} (pages_shared {shared})"
         ))
     })
+}
+
+/// ksmd's state and kernel stack, a few samples apart: where a stalled ksmd
+/// spends its time. Empty if ksmd or /proc/<pid>/stack cannot be read.
+pub fn ksmd_samples() -> Vec<String> {
+    let Some(pid) = std::fs::read_dir("/proc").ok().and_then(|dir| {
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&pid| ksm::procfs::stat(pid).is_some_and(|s| s.comm == "ksmd" && s.ppid == 2))
+    }) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for sample in 1..=3 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let state = status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .unwrap_or("?")
+            .trim();
+        lines.push(format!("ksmd (pid {pid}) sample {sample}: state {state}"));
+        if let Ok(stack) = std::fs::read_to_string(format!("/proc/{pid}/stack")) {
+            lines.extend(stack.lines().map(|l| format!("  {l}")));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lines
 }
 
 /// Sleep a random time from 0 to `max`, in whole milliseconds.
@@ -169,21 +213,33 @@ pub fn run(
     let _node0 = Area::new(0, s.pages, &mut seed)?;
     let mut node1 = Area::new(1, s.pages, &mut seed)?;
     guard.set(Knob::Run, "1")?;
+    // The end of the run, unless the scans came.
+    let scans = |rounds: u64| -> Result<Option<Outcome>> {
+        Ok(match wait_scans(&sysfs, 2, s)? {
+            Wait::Done => None,
+            Wait::Deadline => Some(Outcome::TimeUp(rounds)),
+            Wait::Stalled(what) => Some(Outcome::Stalled {
+                rounds,
+                what,
+                ksmd: ksmd_samples(),
+            }),
+        })
+    };
     for number in 1..=s.rounds {
         let start = Instant::now();
         let done = number - 1;
-        if !wait_scans(&sysfs, 2, s)? {
-            return Ok(Outcome::TimeUp(done));
+        if let Some(end) = scans(done)? {
+            return Ok(end);
         }
         pause(rng, s.max_pause);
         switch(guard, "1")?;
-        if !wait_scans(&sysfs, 2, s)? {
-            return Ok(Outcome::TimeUp(done));
+        if let Some(end) = scans(done)? {
+            return Ok(end);
         }
         drop(node1);
         node1 = Area::new(1, s.pages, &mut seed)?;
-        if !wait_scans(&sysfs, 2, s)? {
-            return Ok(Outcome::TimeUp(done));
+        if let Some(end) = scans(done)? {
+            return Ok(end);
         }
         pause(rng, s.max_pause);
         switch(guard, "0")?;
@@ -233,7 +289,7 @@ mod tests {
             }
         });
         let s = settings(Duration::from_secs(30), Duration::from_secs(30));
-        assert!(wait_scans(&sysfs, 2, &s).unwrap());
+        assert_eq!(wait_scans(&sysfs, 2, &s).unwrap(), Wait::Done);
         bump.join().unwrap();
     }
 
@@ -243,17 +299,26 @@ mod tests {
         fs::write(dir.path().join("full_scans"), "5\n").unwrap();
         let sysfs = Sysfs::at(dir.path());
         let s = settings(Duration::from_millis(30), Duration::from_secs(30));
-        assert!(!wait_scans(&sysfs, 1, &s).unwrap());
+        assert_eq!(wait_scans(&sysfs, 1, &s).unwrap(), Wait::Deadline);
     }
 
     #[test]
-    fn a_stalled_ksmd_is_an_error() {
+    fn a_stalled_ksmd_is_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("full_scans"), "5\n").unwrap();
         let sysfs = Sysfs::at(dir.path());
         let s = settings(Duration::from_secs(30), Duration::from_millis(30));
-        let err = wait_scans(&sysfs, 1, &s).unwrap_err().to_string();
-        assert!(err.contains("no full scan"), "{err}");
-        assert!(err.contains("full_scans stays 5, 6 awaited"), "{err}");
+        let Wait::Stalled(what) = wait_scans(&sysfs, 1, &s).unwrap() else {
+            panic!("no stall");
+        };
+        assert!(what.contains("no full scan"), "{what}");
+        assert!(what.contains("full_scans stays 5, 6 awaited"), "{what}");
+    }
+
+    #[test]
+    fn no_full_scans_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(Duration::from_secs(30), Duration::from_secs(30));
+        assert!(wait_scans(&Sysfs::at(dir.path()), 1, &s).is_err());
     }
 }

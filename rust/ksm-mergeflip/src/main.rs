@@ -8,11 +8,12 @@
 //! (virtme/guest-mergeflip.sh). Surviving the bound is the clean result.
 //!
 //! Progress on stdout, one line a round. Exit status: 0 the bound ran (all
-//! rounds, or the time bound came first); 1 the run failed (a knob refused,
-//! ksmd stalled, memory not on its node, knobs not restored); 2 bad
-//! arguments; 4 it cannot run here (not root, no KSM, no NUMA, fewer than
-//! two NUMA nodes with memory). Errors are one line "ksm-mergeflip: ..." on
-//! stderr.
+//! rounds, or the time bound came first); 3 ksmd stalled: it completed no
+//! full scan for --stall-seconds (a finding about the kernel, with samples
+//! of ksmd's kernel stack on stdout); 1 the run failed (a knob refused,
+//! memory not on its node, knobs not restored); 2 bad arguments; 4 it cannot
+//! run here (not root, no KSM, no NUMA, fewer than two NUMA nodes with
+//! memory). Errors are one line "ksm-mergeflip: ..." on stderr.
 
 mod flip;
 
@@ -27,6 +28,7 @@ use crate::flip::{Outcome, Round, Settings};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+const EXIT_STALLED: u8 = 3;
 /// As kselftest's KSFT_SKIP.
 const EXIT_CANNOT_RUN_HERE: u8 = 4;
 
@@ -51,8 +53,8 @@ struct Args {
     /// Seed of the random pauses before each switch (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
-    /// A wait in which ksmd completes no full scan for this many seconds is
-    /// an error.
+    /// A wait in which ksmd completes no full scan for this many seconds
+    /// ends the run: ksmd has stalled.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     stall_seconds: u64,
 }
@@ -167,6 +169,13 @@ fn main() -> ExitCode {
                 args.seconds
             );
             ExitCode::SUCCESS
+        }
+        Ok(Outcome::Stalled { rounds, what, ksmd }) => {
+            for line in ksmd {
+                println!("ksm-mergeflip: {line}");
+            }
+            println!("ksm-mergeflip: stalled after {rounds} rounds in {took:.1} s: {what}");
+            ExitCode::from(EXIT_STALLED)
         }
         Err(e) => fail(EXIT_FAILED, &format!("error after {took:.1} s: {e}")),
     };
