@@ -10,14 +10,15 @@
 # Beyond make test: compare (stock and patched 7.3 side by side), bench (their
 # merge speed and ksmd's CPU cost, BENCH_ARGS=... for ksm-bench run), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
-# several kernels, KERNELS=... for some).
+# several kernels, KERNELS=... for some), mergeflip KERNELS=... (the reproducer
+# of issue 11 in a guest of each).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
 
 SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix compare bench debug-test
+	selftests suite vm patches check-series matrix compare bench debug-test mergeflip
 
 run: suite kernel
 	ci/run.sh
@@ -76,3 +77,6 @@ bench: suite kernel stock-kernel
 
 debug-test: suite debug-kernel
 	ci/debug-test.sh
+
+mergeflip: suite
+	ci/mergeflip.sh $(KERNELS)

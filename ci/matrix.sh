@@ -270,7 +270,7 @@ mergeflip_column() {
 	local k=$1 kernel=$2 res=$OUT/$1/mergeflip
 	rm -rf "$res"
 	if [ "$k" = native ]; then
-		printf 'kernel=native\noutcome=skipped\nreason=never run on the host: it crashes a kernel with the bug\n'
+		printf 'kernel=native\noutcome=skipped\nreason=never natively: on a kernel with the bug it crashes the host\n'
 	elif [ -z "$kernel" ]; then
 		printf 'kernel=%s\noutcome=failed\nreason=no kernel to boot: %s\n' "$k" "$reason"
 	else

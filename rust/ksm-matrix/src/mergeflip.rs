@@ -133,7 +133,7 @@ impl Mergeflip {
                     .map(|r| format!(" at `{}`", cell(r)))
                     .unwrap_or_default()
             ),
-            Verdict::Skipped => format!("cannot run: {}", why()),
+            Verdict::Skipped => format!("not run: {}", why()),
             Verdict::Failed => format!("**no result**: {}", why()),
         }
     }
@@ -210,7 +210,7 @@ mod tests {
     #[case(
         "kernel=noksm\noutcome=skipped\nrounds=0\nbound=20 rounds or 60 s\n\
          reason=cannot run here: this kernel has no KSM (/sys/kernel/mm/ksm absent)\n",
-        "| noksm | cannot run: cannot run here: this kernel has no KSM (/sys/kernel/mm/ksm absent) | 20 rounds or 60 s |"
+        "| noksm | not run: cannot run here: this kernel has no KSM (/sys/kernel/mm/ksm absent) | 20 rounds or 60 s |"
     )]
     #[case(
         "kernel=stuck\noutcome=stalled\nrounds=9\nseconds=50.7\n\
