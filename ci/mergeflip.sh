@@ -8,8 +8,9 @@
 # fix-debug: built already), debian-6.1|debian-6.12|debian-7.3
 # (ci/debian-kernel.sh), a path virtme/boot.sh --kernel takes, or NAME=PATH.
 # The guest panics on an oops or a warning (virtme/guest-mergeflip.sh), so a
-# crash ends it at once. Defaults: 20 rounds or 60 s, whichever comes first;
-# the guest is killed after the bound plus 180 s (--timeout).
+# crash ends it at once. Defaults: 1000 rounds or 60 s, whichever comes first
+# (a round takes about a second: the minute is the bound); the guest is
+# killed after the bound plus 180 s (--timeout).
 #
 # RESULTS (default out/mergeflip) gets mergeflip.tap, and per kernel NAME/:
 #   console.log  run.log (the reproducer's progress)  splat.txt (a crash's
@@ -33,7 +34,7 @@ usage() {
 	exit 2
 }
 
-rounds=20 seconds=60 timeout="" results=$KSMRS_ROOT/out/mergeflip
+rounds=1000 seconds=60 timeout="" results=$KSMRS_ROOT/out/mergeflip
 while [ $# -gt 0 ]; do
 	case "$1" in
 		--rounds|--seconds|--timeout|--results) [ $# -ge 2 ] || usage "$1 needs a value" ;;&
