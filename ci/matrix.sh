@@ -275,9 +275,10 @@ mergeflip_column() {
 		printf 'kernel=%s\noutcome=failed\nreason=no kernel to boot: %s\n' "$k" "$reason"
 	else
 		log "[$k] mergeflip: up to $MERGEFLIP_ROUNDS rounds or $MERGEFLIP_SECONDS s"
-		# Its exit status says crashed or not: both are results here.
+		# Its exit status says crashed or not: both are results here. Its
+		# progress goes to our stderr, only the result to the file.
 		"$KSMRS_ROOT/ci/mergeflip.sh" --rounds "$MERGEFLIP_ROUNDS" --seconds "$MERGEFLIP_SECONDS" \
-			--results "$res" "$k=$kernel" || true
+			--results "$res" "$k=$kernel" >&2 || true
 		cat "$res/$k/result" 2>/dev/null ||
 			printf 'kernel=%s\noutcome=failed\nreason=ci/mergeflip.sh left no result (see out/matrix/%s/mergeflip)\n' "$k" "$k"
 	fi >"$DOCS/$k.mergeflip.tmp"
