@@ -12,14 +12,15 @@
 # bench (ksmd's cost in instructions counted by a QEMU plugin, BENCH_ARGS=...
 # for benchmarks/run.sh; bench-quick: small sizes, one boot each), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
-# several kernels, KERNELS=... for some).
+# several kernels, KERNELS=... for some), mergeflip KERNELS=... (the reproducer
+# of issue 11 in a guest of each).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
 
 SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel c-kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix compare bench bench-quick debug-test
+	selftests suite vm patches check-series matrix compare bench bench-quick debug-test mergeflip
 
 run: suite kernel
 	ci/run.sh
@@ -84,3 +85,6 @@ bench-quick: suite kernel stock-kernel
 
 debug-test: suite debug-kernel
 	ci/debug-test.sh
+
+mergeflip: suite
+	ci/mergeflip.sh $(KERNELS)

@@ -7,8 +7,10 @@
 # is, and VARIANT only names it.
 # RESULTS gets kunit.tap, guest-conform.tap, guest-refusal.tap, guest-ksm_functional_tests.tap,
 # guest-selftests.tap and kernel.tap (boot and console), with the console log
-# and the guest's own files under RESULTS/guest. Exit status: 0 if the guest
-# ran; the results tell how the tests went.
+# and the guest's own files under RESULTS/guest; then mergeflip.tap, the
+# reproducer of issue 11 for a minute in a second guest (ci/mergeflip.sh,
+# its files under RESULTS/mergeflip), where a crash cannot cost the results
+# above. Exit status: 0 if the guests ran; the results tell how the tests went.
 source "$(dirname "$0")/lib.sh"
 source "$KSMRS_ROOT/ci/tap.sh"
 
@@ -59,3 +61,9 @@ if grep -qE "$KSMRS_SPLATS" "$res/console.log" 2>/dev/null; then
 else
 	tap_line "$res/kernel.tap" OK "$variant guest console has no kernel splat"
 fi
+
+# The reproducer of issue 11 (merge_across_nodes switched mid-scan): one TAP
+# line, a crash a failure.
+"$KSMRS_ROOT/ci/mergeflip.sh" --seconds 60 --results "$res/mergeflip" "$variant" || true
+cp "$res/mergeflip/mergeflip.tap" "$res/mergeflip.tap" 2>/dev/null ||
+	tap_line "$res/mergeflip.tap" FAIL "mergeflip on $variant" "ci/mergeflip.sh left no result (see $res/mergeflip)"

@@ -155,7 +155,7 @@ fn sample() -> Vec<Column> {
 fn page_has(#[case] fragment: &str) {
     let options = Options {
         pairs: vec![("new".into(), "patched".into())],
-        summary: None,
+        ..Options::default()
     };
     let md = render(&sample(), &options);
     assert!(
@@ -213,6 +213,7 @@ fn identical_pair_says_so() {
         &Options {
             pairs: vec![("stock".into(), "patched".into())],
             summary: Some("  Read this.\n\n".into()),
+            ..Options::default()
         },
     );
     assert!(
@@ -238,7 +239,7 @@ fn pair_with_a_missing_column() {
         &cols,
         &Options {
             pairs,
-            summary: None,
+            ..Options::default()
         },
     );
     assert!(
@@ -538,4 +539,50 @@ fn native_column_is_compared_to_the_guests_apart() {
     );
     // Boot values compare fresh boots only.
     assert!(!md.contains("`1` on native"), "{md}");
+}
+
+/// The binary: --mergeflip files become the issue-11 section; a bad one is
+/// an error that writes nothing.
+#[test]
+fn binary_renders_mergeflip_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("page.md");
+    let run = write(dir.path(), "k.run", "kernel=k\nstatus=failed\n");
+    let flip = write(
+        dir.path(),
+        "k.mergeflip",
+        "kernel=k\noutcome=crashed\nrounds=0\nseconds=3.2\nsplat=BUG: oops\n",
+    );
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ksm-matrix"))
+        .arg("--mergeflip")
+        .arg(&flip)
+        .arg("--out")
+        .arg(&out)
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        md.contains("| k | **crashed** in round 1 after 3.2 s: `BUG: oops` | ? |"),
+        "{md}"
+    );
+
+    let bad = write(dir.path(), "bad.mergeflip", "kernel=k\n");
+    std::fs::remove_file(&out).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ksm-matrix"))
+        .arg("--mergeflip")
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out)
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.mergeflip: no outcome= line"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }
