@@ -7,18 +7,20 @@
 # Steps they are made of: setup, tree, kernel, c-kernel, stock-kernel, noksm-kernel,
 # debug-kernel, selftests, suite, vm CMD=..., patches (regenerate patches/
 # from the tree), check-series (each patch builds, CLIPPY=1, rustdoc).
-# Beyond make test: compare (stock and patched 7.3 side by side), bench (ksmd's
-# cost in instructions counted by a QEMU plugin, BENCH_ARGS=... for
-# benchmarks/run.sh; bench-quick: small sizes, one boot each), debug-test
+# Beyond make test: compare (stock 7.3 and the series with either choice side by
+# side: the suite and the trace oracle; COMPARE_ARGS=... for ci/compare.sh),
+# bench (ksmd's cost in instructions counted by a QEMU plugin, BENCH_ARGS=...
+# for benchmarks/run.sh; bench-quick: small sizes, one boot each), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
-# several kernels, KERNELS=... for some).
+# several kernels, KERNELS=... for some), mergeflip KERNELS=... (the reproducer
+# of issue 11 in a guest of each).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
 
 SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel c-kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix compare bench bench-quick debug-test
+	selftests suite vm patches check-series matrix compare bench bench-quick debug-test mergeflip
 
 run: suite kernel
 	ci/run.sh
@@ -73,7 +75,7 @@ matrix:
 	ci/matrix.sh $(KERNELS)
 
 compare: suite kernel c-kernel stock-kernel
-	ci/compare.sh
+	ci/compare.sh $(COMPARE_ARGS)
 
 bench: suite kernel stock-kernel
 	benchmarks/run.sh $(BENCH_ARGS)
@@ -83,3 +85,6 @@ bench-quick: suite kernel stock-kernel
 
 debug-test: suite debug-kernel
 	ci/debug-test.sh
+
+mergeflip: suite
+	ci/mergeflip.sh $(KERNELS)

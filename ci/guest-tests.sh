@@ -2,21 +2,28 @@
 # Boot one kernel variant (ci/kernel.sh builds it if need be) and run the guest
 # tests in it (virtme/guest-test.sh: the conformance suite and the kernel's KSM
 # selftests), then count them as flat TAP in RESULTS:
-#   ci/guest-tests.sh VARIANT RESULTS
-# RESULTS gets kunit.tap, guest-conform.tap, guest-ksm_functional_tests.tap,
+#   ci/guest-tests.sh VARIANT RESULTS [KERNEL]
+# With KERNEL (a build directory or a bzImage) that kernel boots instead, as
+# is, and VARIANT only names it.
+# RESULTS gets kunit.tap, guest-conform.tap, guest-refusal.tap, guest-ksm_functional_tests.tap,
 # guest-selftests.tap and kernel.tap (boot and console), with the console log
-# and the guest's own files under RESULTS/guest. Exit status: 0 if the guest
-# ran; the results tell how the tests went.
+# and the guest's own files under RESULTS/guest; then mergeflip.tap, the
+# reproducer of issue 11 for a minute in a second guest (ci/mergeflip.sh,
+# its files under RESULTS/mergeflip), where a crash cannot cost the results
+# above. Exit status: 0 if the guests ran; the results tell how the tests went.
 source "$(dirname "$0")/lib.sh"
 source "$KSMRS_ROOT/ci/tap.sh"
 
-variant=${1:?usage: ci/guest-tests.sh VARIANT RESULTS}
-res=${2:?usage: ci/guest-tests.sh VARIANT RESULTS}
+variant=${1:?usage: ci/guest-tests.sh VARIANT RESULTS [KERNEL]}
+res=${2:?usage: ci/guest-tests.sh VARIANT RESULTS [KERNEL]}
+out=${3:-}
 conform=$KSMRS_ROOT/rust/target/release/ksm-conform
 [ -x "$conform" ] || die "no $conform: build it with 'make suite'"
-out=$(variant_out "$variant")
 # Both are incremental: seconds when nothing changed, and never a stale kernel.
-"$KSMRS_ROOT/ci/kernel.sh" "$variant"
+if [ -z "$out" ]; then
+	"$KSMRS_ROOT/ci/kernel.sh" "$variant"
+	out=$(variant_out "$variant")
+fi
 "$KSMRS_ROOT/ci/selftests.sh" >/dev/null
 
 guest=$res/guest
@@ -32,7 +39,7 @@ if [ -f "$guest/dmesg.txt" ]; then
 	# shellcheck disable=SC2046 # one suite a word
 	kunit_tap "$guest/dmesg.txt" $(kunit_suites "$TREE") >"$res/kunit.tap"
 fi
-for f in conform ksm_functional_tests selftests; do
+for f in conform refusal ksm_functional_tests selftests; do
 	if [ -f "$guest/$f.tap" ]; then
 		cp "$guest/$f.tap" "$res/guest-$f.tap"
 	else
@@ -54,3 +61,9 @@ if grep -qE "$KSMRS_SPLATS" "$res/console.log" 2>/dev/null; then
 else
 	tap_line "$res/kernel.tap" OK "$variant guest console has no kernel splat"
 fi
+
+# The reproducer of issue 11 (merge_across_nodes switched mid-scan): one TAP
+# line, a crash a failure.
+"$KSMRS_ROOT/ci/mergeflip.sh" --seconds 60 --results "$res/mergeflip" "$variant" || true
+cp "$res/mergeflip/mergeflip.tap" "$res/mergeflip.tap" 2>/dev/null ||
+	tap_line "$res/mergeflip.tap" FAIL "mergeflip on $variant" "ci/mergeflip.sh left no result (see $res/mergeflip)"

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Configure and build one kernel variant:
-#   ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug|stock-debug [make targets...]
-# (patched-c: the series with the C choice of KSM implementation; patched-base:
-# the series' tree with the stock configuration, for its patches before the
-# choice exists; stock-debug: pristine 7.3 with debug's checkers, the stress
-# campaign's second column.)
+#   ci/kernel.sh VARIANT [make targets...]
+#
+#   patched  the series, the Rust choice (kernel-config base mm rust ksm-rs)
+#   patched-c  the series, the C choice (base mm rust ksm-rs ksm-c)
+#   patched-base  the series' tree configured as stock, for its patches
+#            before the choice exists
+#   stock    pristine 7.3 (base mm rust)
+#   noksm    the series, CONFIG_KSM=n (base mm rust noksm)
+#   debug    the series with KASAN, lockdep, DEBUG_VM (base mm rust ksm-rs debug)
+#   stock-debug  pristine 7.3, the same checkers (base mm rust debug)
+#   fix, fix-debug  pristine 7.3 with only the stand-alone fix of
+#            docs/mergeflip/ (ci/fix-tree.sh), configured as stock, stock-debug
+#
 # Each variant has its own output directory under $KSMRS_CACHE (variant_out in ci/lib.sh), its .config merged
 # from kernel-config/ fragments with scripts/kconfig/merge_config.sh on top of
 # allnoconfig, and checked: an option asked for that did not stick is an error.
@@ -20,9 +28,11 @@ case "$variant" in
 	noksm)   tree=$TREE;       frags=(base mm rust noksm) ;;
 	debug)   tree=$TREE;       frags=(base mm rust ksm-rs debug) ;;
 	stock-debug) tree=$STOCK_TREE; frags=(base mm rust debug) ;;
-	*) die "usage: ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug|stock-debug [make targets]" ;;
+	fix)     tree=$FIX_TREE;   frags=(base mm rust) ;;
+	fix-debug) tree=$FIX_TREE; frags=(base mm rust debug) ;;
+	*) die "usage: ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug|stock-debug|fix|fix-debug [make targets]" ;;
 esac
-[ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
+[ "$tree" = "$FIX_TREE" ] || [ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
 
 out=$(variant_out "$variant")
 # One kernel build at a time on this machine, whichever cache or checkout
@@ -32,6 +42,9 @@ if ! flock -n 9; then
 	log "waiting for another kernel build on this machine to finish"
 	flock 9
 fi
+# The fix tree follows docs/mergeflip/*.patch; refreshed under the lock, so
+# never under a build of it.
+if [ "$tree" = "$FIX_TREE" ]; then "$KSMRS_ROOT/ci/fix-tree.sh"; fi
 mkdir -p "$out" "$CCACHE_DIR"
 export PATH=$KERNEL_PATH
 if [[ $variant == *debug ]]; then

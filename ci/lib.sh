@@ -45,11 +45,14 @@ SERIES_VERSION=2                 # the posting of patches/: [PATCH v2 NN/MM]
 BASE_TAG=ksm-rs-base             # first commit of $TREE: pristine 7.3
 PATCHED_BRANCH=ksm-rs            # $BASE_TAG + patches/series
 STOCK_TREE=$KSMRS_CACHE/stock/src    # a worktree of $BASE_TAG
+FIX_TREE=$KSMRS_CACHE/fix/src        # $BASE_TAG + the stand-alone fix (ci/fix-tree.sh)
+FIX_PATCHES=$KSMRS_ROOT/docs/mergeflip # ... whose *.patch files that is
 
 # The output directory of a kernel variant (see ci/kernel.sh).
 variant_out() {
 	case "$1" in
 		stock|stock-debug) echo "$KSMRS_CACHE/stock/out-$1" ;;
+		fix|fix-debug) echo "$KSMRS_CACHE/fix/out-$1" ;;
 		*) echo "$KSMRS_CACHE/linux/out-$1" ;;
 	esac
 }

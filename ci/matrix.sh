@@ -8,13 +8,20 @@
 #   native                              this machine's running kernel, as root
 #
 # Each guest is freshly booted with virtme/boot.sh (TCG, 2 NUMA nodes, zram
-# swap) and runs `ksm-conform --fresh-boot` (noksm: `--without-ksm`). Results:
-#   out/matrix/<kernel>/      console.log, run.log, dmesg.txt, sysfs.txt
+# swap) and runs `ksm-conform --fresh-boot` (noksm: `--without-ksm`). Then a
+# second guest of the same kernel runs the reproducer of issue 11
+# (ci/mergeflip.sh, MATRIX_MERGEFLIP_ROUNDS rounds or MATRIX_MERGEFLIP_SECONDS
+# seconds): a crash there is the column's finding, not a failure of the run;
+# it never runs natively. Results:
+#   out/matrix/<kernel>/      console.log, run.log, dmesg.txt, sysfs.txt,
+#                             mergeflip/ (the reproducer's guest)
 #   docs/matrix/<kernel>.json the suite's JSON report, .tap its TAP output
 #   docs/matrix/<kernel>.run  what ran, when, how long, and how it ended
 #                             (written last, after the .json and .tap)
-#   docs/conformance-matrix.md  the table, regenerated from every .run file
-#                             (and docs/matrix/summary.md, a reading by hand)
+#   docs/matrix/<kernel>.mergeflip  the reproducer's outcome (ci/mergeflip.sh)
+#   docs/conformance-matrix.md  the table, regenerated from every .run and
+#                             .mergeflip file (and docs/matrix/summary.md, a
+#                             reading by hand)
 # A column that cannot be built, fetched or booted, or whose guest times out,
 # is a failed column with its reason; the others still run. Exit status: 0 if
 # every column asked for produced a report, 1 otherwise (failing checks are
@@ -25,6 +32,8 @@ ALL_KERNELS=(debian-6.1 debian-6.12 debian-7.3 stock noksm patched native)
 TIMEOUT=${MATRIX_TIMEOUT:-900}      # per guest, boot included
 QEMU_WAIT=${MATRIX_QEMU_WAIT:-1800} # how long to wait for someone else's qemu
 BUILD_WAIT=${MATRIX_BUILD_WAIT:-3600} # ... and for someone else's build of a variant
+MERGEFLIP_ROUNDS=${MATRIX_MERGEFLIP_ROUNDS:-1000}
+MERGEFLIP_SECONDS=${MATRIX_MERGEFLIP_SECONDS:-60}
 CONFORM=$KSMRS_ROOT/rust/target/release/ksm-conform
 GENERATE=$KSMRS_ROOT/rust/target/release/ksm-matrix
 DOCS=$KSMRS_ROOT/docs/matrix
@@ -47,6 +56,8 @@ done
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "MATRIX_TIMEOUT must be seconds, got '$TIMEOUT'"
 [[ $QEMU_WAIT =~ ^[0-9]+$ ]] || die "MATRIX_QEMU_WAIT must be seconds, got '$QEMU_WAIT'"
 [[ $BUILD_WAIT =~ ^[0-9]+$ ]] || die "MATRIX_BUILD_WAIT must be seconds, got '$BUILD_WAIT'"
+[[ $MERGEFLIP_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "MATRIX_MERGEFLIP_ROUNDS must be a positive number, got '$MERGEFLIP_ROUNDS'"
+[[ $MERGEFLIP_SECONDS =~ ^[1-9][0-9]*$ ]] || die "MATRIX_MERGEFLIP_SECONDS must be seconds, got '$MERGEFLIP_SECONDS'"
 [ "$(id -u)" = 0 ] || die "the matrix needs root (the native column, and guests run the suite as root)"
 
 # What `make suite` does, after the names were checked: a typo in KERNELS
@@ -85,7 +96,7 @@ wait_for_build() {
 
 # The last error line of a log, without colours.
 last_error() {
-	{ sed -E 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | grep -E 'error:' | tail -n 1 | sed -E 's/.*error: *//'; } || true
+	{ sed -E 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | grep -E 'error:|ksm-conform: skip:' | tail -n 1 | sed -E 's/.*(error|skip): *//'; } || true
 }
 
 # tee_stderr FILE CMD...: CMD's stderr both on ours and in FILE, its stdout
@@ -125,7 +136,7 @@ describe_build() {
 # run_column K: fetch or build, boot, run; leaves docs/matrix/K.{run,json,tap}.
 run_column() {
 	local k=$1 res=$OUT/$1 kernel="" config="" title="" how="" status=ok reason="" tree="" from=""
-	local started t0 t1 tb linux_version splat fetch_s=0 wait_s=0 build_wait=0 run_s=0 rc=0 args=(--fresh-boot)
+	local started t0 t1 tb linux_version splat fetch_s=0 wait_s=0 build_wait=0 run_s=0 rc=0 args=(--fresh-boot) ready=
 	rm -rf "$res"
 	mkdir -p "$res"
 	started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -179,6 +190,8 @@ run_column() {
 	esac
 	t1=$(date +%s)
 	fetch_s=$((t1 - t0 - build_wait))
+	# The kernel the reproducer of issue 11 boots: only one fetched or built.
+	[ "$status" = ok ] && ready=$kernel
 
 	# Phase 2: boot and run.
 	# A native run waits for qemu too: QEMU advises guest memory mergeable,
@@ -247,6 +260,30 @@ run_column() {
 	else
 		log "[$k] FAILED: $reason"
 	fi
+	mergeflip_column "$k" "$ready"
+}
+
+# mergeflip_column K KERNEL: the reproducer of issue 11 in a guest of its own
+# of KERNEL (what column K booted; empty if there was none); leaves
+# docs/matrix/K.mergeflip, a crash as the column's finding.
+mergeflip_column() {
+	local k=$1 kernel=$2 res=$OUT/$1/mergeflip
+	rm -rf "$res"
+	if [ "$k" = native ]; then
+		printf 'kernel=native\noutcome=skipped\nreason=never natively: on a kernel with the bug it crashes the host\n'
+	elif [ -z "$kernel" ]; then
+		printf 'kernel=%s\noutcome=failed\nreason=no kernel to boot: %s\n' "$k" "$reason"
+	else
+		log "[$k] mergeflip: up to $MERGEFLIP_ROUNDS rounds or $MERGEFLIP_SECONDS s"
+		# Its exit status says crashed or not: both are results here. Its
+		# progress goes to our stderr, only the result to the file.
+		"$KSMRS_ROOT/ci/mergeflip.sh" --rounds "$MERGEFLIP_ROUNDS" --seconds "$MERGEFLIP_SECONDS" \
+			--results "$res" "$k=$kernel" >&2 || true
+		cat "$res/$k/result" 2>/dev/null ||
+			printf 'kernel=%s\noutcome=failed\nreason=ci/mergeflip.sh left no result (see out/matrix/%s/mergeflip)\n' "$k" "$k"
+	fi >"$DOCS/$k.mergeflip.tmp"
+	mv "$DOCS/$k.mergeflip.tmp" "$DOCS/$k.mergeflip"
+	log "[$k] mergeflip: $(sed -n 's/^outcome=//p' "$DOCS/$k.mergeflip")"
 }
 
 n=0
@@ -257,8 +294,11 @@ for k in "${kernels[@]}"; do
 done
 
 # The table, from every column run so far (this run's and earlier ones').
-runs=()
-for k in "${ALL_KERNELS[@]}"; do [ -f "$DOCS/$k.run" ] && runs+=("$DOCS/$k.run"); done
+runs=() flips=()
+for k in "${ALL_KERNELS[@]}"; do
+	[ -f "$DOCS/$k.run" ] && runs+=("$DOCS/$k.run")
+	[ -f "$DOCS/$k.mergeflip" ] && flips+=(--mergeflip "$DOCS/$k.mergeflip")
+done
 log "writing docs/conformance-matrix.md from ${#runs[@]} column(s)"
 # docs/matrix/summary.md, if there, is a reading of the results by hand.
 summary=()
@@ -269,11 +309,11 @@ pairs=()
 for p in stock,patched debian-7.3,stock; do
 	[ -f "$DOCS/${p%,*}.run" ] && [ -f "$DOCS/${p#*,}.run" ] && pairs+=(--pair "$p")
 done
-"$GENERATE" --out "$KSMRS_ROOT/docs/conformance-matrix.md" "${summary[@]}" "${pairs[@]}" "${runs[@]}"
+"$GENERATE" --out "$KSMRS_ROOT/docs/conformance-matrix.md" "${summary[@]}" "${pairs[@]}" "${flips[@]}" "${runs[@]}"
 
 total=$(since "$matrix_start")
 echo
-printf '%-12s %-7s %8s %8s %8s  %s\n' kernel status kernel_s wait_s run_s result
+printf '%-12s %-7s %8s %8s %8s %-9s %s\n' kernel status kernel_s wait_s run_s mergeflip result
 bad=0
 for k in "${kernels[@]}"; do
 	st=$(sed -n 's/^status=//p' "$DOCS/$k.run")
@@ -282,8 +322,9 @@ for k in "${kernels[@]}"; do
 	else
 		what=$(sed -n 's/^reason=//p' "$DOCS/$k.run") bad=1
 	fi
-	printf '%-12s %-7s %8s %8s %8s  %s\n' "$k" "$st" "$(sed -n 's/^fetch_seconds=//p' "$DOCS/$k.run")" \
-		"$(sed -n 's/^wait_seconds=//p' "$DOCS/$k.run")" "$(sed -n 's/^run_seconds=//p' "$DOCS/$k.run")" "$what"
+	printf '%-12s %-7s %8s %8s %8s %-9s %s\n' "$k" "$st" "$(sed -n 's/^fetch_seconds=//p' "$DOCS/$k.run")" \
+		"$(sed -n 's/^wait_seconds=//p' "$DOCS/$k.run")" "$(sed -n 's/^run_seconds=//p' "$DOCS/$k.run")" \
+		"$(sed -n 's/^outcome=//p' "$DOCS/$k.mergeflip" 2>/dev/null)" "$what"
 done
 echo "matrix of ${#kernels[@]} kernel(s) in ${total} s; table: docs/conformance-matrix.md"
 exit $bad

@@ -100,7 +100,8 @@ kunit_suites() {
 
 # nextest_tap [REASONS]: nextest's per-test status lines (--status-level all)
 # as TAP. nextest cannot say why a test was skipped; REASONS, a TAP file of
-# the same checks from ksm-conform itself, gives the reason of each skip.
+# the same checks from ksm-conform itself, gives the reason of each skip, or
+# one for all ("1..0 # SKIP reason": it refused to run, the machine in use).
 nextest_tap() {
 	sed -E 's/\x1b\[[0-9;]*m//g' | awk -v reasons="${1:-/dev/null}" '
 		BEGIN {
@@ -108,6 +109,8 @@ nextest_tap() {
 				if (match(line, /^ok [0-9]+ [^ ]+ # SKIP /)) {
 					name = line; sub(/^ok [0-9]+ /, "", name); sub(/ .*/, "", name)
 					why[name] = substr(line, RLENGTH + 1)
+				} else if (match(line, /^1\.\.0 # SKIP /)) {
+					all = substr(line, RLENGTH + 1)
 				}
 		}
 		match($0, /^ *(PASS|FAIL|SKIP|SIGSEGV|SIGABRT|SIGKILL|TIMEOUT|LEAK|LEAK-FAIL|ABORT|TRY [0-9]+ FAIL) +\[[^]]*\] +(\([^)]*\) +)?/) {
@@ -116,7 +119,7 @@ nextest_tap() {
 			check = name; sub(/.* /, "", check)
 			if (status == "PASS" || status == "LEAK") print "ok - nextest " name
 			else if (status == "SKIP") {
-				reason = (check in why) ? why[check] : "ignored"
+				reason = (check in why) ? why[check] : (all != "" ? all : "ignored")
 				if (check ~ /without_ksm$/) reason = "checks a kernel built without KSM (ksm-conform --without-ksm)"
 				print "ok - nextest " name " # SKIP " reason
 			}

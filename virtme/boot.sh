@@ -14,7 +14,8 @@
 #                  "-plugin file=X.so,arg=..." (repeatable; split at spaces)
 #   --append A     more kernel command line (repeatable)
 #
-# The command's stdout/stderr come back on ours and its exit status is ours.
+# The command's stdout/stderr come back on ours and its exit status is ours;
+# 124 if the guest was killed at the timeout (as timeout(1) says it).
 # The kernel console is kept in the log; a progress line shows the boot.
 source "$(dirname "$0")/../ci/lib.sh"
 
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
 		--qemu-opts) extra_qemu+=" $2"; shift 2 ;;
 		--append) append+=" $2"; shift 2 ;;
 		--) shift; break ;;
-		-h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -110,7 +111,8 @@ rc=${PIPESTATUS[0]}
 set -e
 wait
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-	die "guest did not finish within ${timeout}s; console log: $logfile"
+	printf '\033[1;31m[ksm-rs] error:\033[0m %s\n' "guest did not finish within ${timeout}s; console log: $logfile" >&2
+	exit 124
 fi
 log "guest exited with status $rc after $(since "$start") s"
 exit "$rc"

@@ -4,6 +4,8 @@
 # and leaves in RESULTS, for the host to count:
 #   dmesg.txt           the kernel log (KUnit's KTAP is in it)
 #   conform.tap/.json   the conformance suite (CONFORM, skipped if empty)
+#   refusal.tap         ksm-conform on a guest where another process holds
+#                       KSM pages (virtme/guest-refusal.sh)
 #   selftests.tap       the kernel's KSM selftests, one TAP line per run
 #   ksm_functional_tests.tap  that program's own TAP
 #   conform.rc, ksm_functional_tests.rc  their exit statuses (a crash shows)
@@ -24,6 +26,8 @@ if [ -n "$conform" ]; then
 	echo "guest: conformance suite"
 	{ "$conform" --json "$res/conform.json" "$@"; echo $? > "$res/conform.rc"; } |
 		tee "$res/conform.tap"
+	echo "guest: the suite refuses while another process holds KSM pages"
+	"$(dirname "$0")/guest-refusal.sh" "$res" "$conform"
 fi
 
 if [ -n "$selftests" ]; then

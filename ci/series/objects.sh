@@ -22,7 +22,8 @@ mapfile -t funcs < <(awk '/^ \* The trees:/ { on = 1; next } on && /^\/\*/ { exi
 [ "${#funcs[@]}" -gt 5 ] || { echo "found only ${#funcs[@]} functions under 'The trees' in mm/ksm.h"; exit 1; }
 
 bad=0
-members=$(ar t "$out/mm/built-in.a" 2>/dev/null || true)
+# Member names of a thin archive are printed relative to the current directory.
+members=$(cd "$out" && ar t mm/built-in.a 2>/dev/null || true)
 if ! grep -qxF "$want" <<<"$members"; then
 	echo "$want is not in mm/built-in.a"; bad=1
 fi

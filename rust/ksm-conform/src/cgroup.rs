@@ -1,9 +1,10 @@
-//! A memory-limited cgroup for the memory-pressure checks: cgroup v2
-//! (memory.max) where its memory controller is available, else cgroup v1
-//! (memory.limit_in_bytes), as on hosts that still mount the v1 hierarchy.
-//! What creating one changes (the group, and the memory controller enabled
-//! for the children of a v2 root) is journaled through the session: undone
-//! by [`Group::remove`], or by a signal or the next run if this one dies.
+//! Cgroups for the checks: a memory-limited group (cgroup v2 memory.max
+//! where its memory controller is available, else cgroup v1
+//! memory.limit_in_bytes, as on hosts that still mount the v1 hierarchy),
+//! and a cpuset confining processes to a NUMA node. What creating one
+//! changes (the group, and the controller enabled for the children of a v2
+//! root) is journaled through the session: undone by [`Group::remove`], or
+//! by a signal or the next run if this one dies.
 
 use std::fs;
 use std::io;
@@ -14,92 +15,139 @@ use nix::errno::Errno;
 
 use crate::ctx::{CheckResult, Fail};
 
+/// A mounted hierarchy with one controller ("memory", "cpuset").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Memcg {
-    V2(PathBuf),
-    V1(PathBuf),
+pub struct Hierarchy {
+    pub controller: &'static str,
+    pub root: PathBuf,
+    pub v2: bool,
 }
 
-impl Memcg {
-    /// Find a mounted hierarchy with the memory controller.
-    pub fn probe() -> Result<Memcg, String> {
+impl Hierarchy {
+    /// Find a mounted hierarchy with `controller`: cgroup v2 if it has it,
+    /// else a v1 hierarchy of that controller.
+    pub fn probe(controller: &'static str) -> Result<Hierarchy, String> {
         let mounts = fs::read_to_string("/proc/self/mounts")
             .map_err(|e| format!("/proc/self/mounts: {e}"))?;
-        let mut v2_without_memory = None;
+        let mut v2_without = None;
         for line in mounts.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 4 {
                 continue;
             }
             let (dir, fstype, opts) = (PathBuf::from(f[1]), f[2], f[3]);
+            let found = |v2| {
+                Ok(Hierarchy {
+                    controller,
+                    root: dir.clone(),
+                    v2,
+                })
+            };
             if fstype == "cgroup2" {
                 let controllers =
                     fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-                if controllers.split_whitespace().any(|c| c == "memory") {
-                    return Ok(Memcg::V2(dir));
+                if controllers.split_whitespace().any(|c| c == controller) {
+                    return found(true);
                 }
-                v2_without_memory = Some(dir);
-            } else if fstype == "cgroup" && opts.split(',').any(|o| o == "memory") {
-                return Ok(Memcg::V1(dir));
+                v2_without = Some(dir);
+            } else if fstype == "cgroup" && opts.split(',').any(|o| o == controller) {
+                return found(false);
             }
         }
-        Err(match v2_without_memory {
+        Err(match v2_without {
             Some(dir) => format!(
-                "cgroup2 at {} has no memory controller and no cgroup v1 memory hierarchy is mounted",
+                "cgroup2 at {} has no {controller} controller and no cgroup v1 {controller} \
+                 hierarchy is mounted",
                 dir.display()
             ),
-            None => "no cgroup hierarchy with the memory controller is mounted".into(),
+            None => format!("no cgroup hierarchy with the {controller} controller is mounted"),
         })
     }
 
     /// Create the group `name` under the hierarchy's root.
     pub fn create<'s>(&self, session: &'s Session, name: &str) -> CheckResult<Group<'s>> {
-        let (root, v2) = match self {
-            Memcg::V2(r) => (r, true),
-            Memcg::V1(r) => (r, false),
-        };
-        // Made first: if a step below fails, dropping it undoes the others.
-        let mut group = Group {
-            session,
-            dir: root.join(name),
-            v2,
-            made: Vec::new(),
-        };
-        if v2 {
-            let control = root.join("cgroup.subtree_control");
-            let enabled = fs::read_to_string(&control)
-                .map_err(|e| Fail::Failed(format!("{}: {e}", control.display())))?;
-            if !enabled.split_whitespace().any(|c| c == "memory") {
-                let undo = Undo::Write {
-                    path: control.clone(),
-                    value: "-memory".into(),
-                };
-                session
-                    .change(undo.clone(), || {
-                        fs::write(&control, "+memory")
-                            .map_err(|e| ksm::Error::file("write +memory to", &control, e))
-                    })
-                    .map_err(enabling_failed)?;
-                group.made.push(undo);
-            }
+        create_group(session, &self.root, self.v2, &[self.controller], name)
+    }
+
+    /// One group with both controllers where they share a v2 hierarchy,
+    /// else a group in each.
+    pub fn create_joint<'s>(
+        &self,
+        other: &Hierarchy,
+        session: &'s Session,
+        name: &str,
+    ) -> CheckResult<Vec<Group<'s>>> {
+        if self.v2 && other.v2 && self.root == other.root {
+            let controllers = [self.controller, other.controller];
+            return Ok(vec![create_group(
+                session,
+                &self.root,
+                true,
+                &controllers,
+                name,
+            )?]);
         }
-        let undo = Undo::RemoveCgroup(group.dir.clone());
-        session.change(undo.clone(), || {
-            fs::create_dir(&group.dir).map_err(|e| ksm::Error::file("mkdir", &group.dir, e))
-        })?;
-        group.made.push(undo);
-        Ok(group)
+        Ok(vec![
+            self.create(session, name)?,
+            other.create(session, name)?,
+        ])
     }
 }
 
+/// Make the group `root`/`name`, enabling `controllers` for the children
+/// of a v2 root first where they are not.
+fn create_group<'s>(
+    session: &'s Session,
+    root: &Path,
+    v2: bool,
+    controllers: &[&'static str],
+    name: &str,
+) -> CheckResult<Group<'s>> {
+    // Made first: if a step below fails, dropping it undoes the others.
+    let mut group = Group {
+        session,
+        dir: root.join(name),
+        root: root.to_path_buf(),
+        v2,
+        made: Vec::new(),
+    };
+    if v2 {
+        let control = root.join("cgroup.subtree_control");
+        for controller in controllers {
+            let enabled = fs::read_to_string(&control)
+                .map_err(|e| Fail::Failed(format!("{}: {e}", control.display())))?;
+            if enabled.split_whitespace().any(|c| c == *controller) {
+                continue;
+            }
+            let undo = Undo::Write {
+                path: control.clone(),
+                value: format!("-{controller}"),
+            };
+            session
+                .change(undo.clone(), || {
+                    fs::write(&control, format!("+{controller}"))
+                        .map_err(|e| ksm::Error::file("write +controller to", &control, e))
+                })
+                .map_err(|e| enabling_failed(controller, e))?;
+            group.made.push(undo);
+        }
+    }
+    let undo = Undo::RemoveCgroup(group.dir.clone());
+    session.change(undo.clone(), || {
+        fs::create_dir(&group.dir).map_err(|e| ksm::Error::file("mkdir", &group.dir, e))
+    })?;
+    group.made.push(undo);
+    Ok(group)
+}
+
 /// EBUSY from "+memory": the v2 root has processes of its own (it is a
-/// container's root, not the machine's), so no child of it can have a
-/// memory controller. That is this machine's limit, not a kernel failure.
-fn enabling_failed(e: ksm::Error) -> Fail {
+/// container's root, not the machine's), so no child of it can have that
+/// controller. That is this machine's limit, not a kernel failure.
+fn enabling_failed(controller: &str, e: ksm::Error) -> Fail {
     if e.errno() == Some(Errno::EBUSY) {
         Fail::Skip(format!(
-            "cannot enable the memory controller for child cgroups ({e}): the cgroup v2 root \
-             has processes of its own, as in a container"
+            "cannot enable the {controller} controller for child cgroups ({e}): the cgroup v2 \
+             root has processes of its own, as in a container"
         ))
     } else {
         Fail::from(e)
@@ -109,6 +157,7 @@ fn enabling_failed(e: ksm::Error) -> Fail {
 pub struct Group<'s> {
     session: &'s Session,
     dir: PathBuf,
+    root: PathBuf,
     v2: bool,
     /// What create() changed, undone by remove() the last first.
     made: Vec<Undo>,
@@ -159,6 +208,19 @@ impl Group<'_> {
             }
             Ok(())
         }
+    }
+
+    /// Confine the group's processes to memory node `node`, on every CPU
+    /// of the parent (v1 needs both set before a process can join).
+    pub fn confine_to_node(&self, node: usize) -> io::Result<()> {
+        let parent_cpus = if self.v2 {
+            "cpuset.cpus.effective"
+        } else {
+            "cpuset.cpus"
+        };
+        let cpus = fs::read_to_string(self.root.join(parent_cpus))?;
+        self.write("cpuset.cpus", cpus.trim())?;
+        self.write("cpuset.mems", &node.to_string())
     }
 
     /// OOM kills counted in this group.
@@ -232,7 +294,11 @@ mod tests {
             fs::write(root.path().join("ksm-conform-1"), "").unwrap();
         }
         let session = session(state.path());
-        let memcg = Memcg::V2(root.path().to_path_buf());
+        let memcg = Hierarchy {
+            controller: "memory",
+            root: root.path().to_path_buf(),
+            v2: true,
+        };
         match memcg.create(&session, "ksm-conform-1") {
             Ok(group) => {
                 assert!(!in_the_way);
@@ -257,6 +323,6 @@ mod tests {
             path: "/sys/fs/cgroup/cgroup.subtree_control".into(),
             errno,
         };
-        assert_eq!(matches!(enabling_failed(e), Fail::Skip(_)), skip);
+        assert_eq!(matches!(enabling_failed("memory", e), Fail::Skip(_)), skip);
     }
 }

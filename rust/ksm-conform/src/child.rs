@@ -130,38 +130,7 @@ impl Child {
     /// The next line from the child, waiting at most `TIMEOUT`. None once
     /// the child closed its end (exited or was killed).
     pub fn recv(&mut self) -> CheckResult<Option<String>> {
-        let fd = self.from_child.get_ref().as_fd().as_raw_fd();
-        let deadline = Instant::now() + TIMEOUT;
-        if self.from_child.buffer().is_empty() {
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                let rc = unsafe {
-                    libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32)
-                };
-                if rc > 0 {
-                    break;
-                }
-                if rc == 0 || left == Duration::ZERO {
-                    return Err(Fail::Failed(format!(
-                        "child {} said nothing for {}s",
-                        self.pid,
-                        TIMEOUT.as_secs()
-                    )));
-                }
-            }
-        }
-        let mut line = String::new();
-        match self.from_child.read_line(&mut line) {
-            Ok(0) => Ok(None),
-            Ok(_) => Ok(Some(line.trim_end().to_string())),
-            Err(e) => Err(Fail::Failed(format!("child {}: {e}", self.pid))),
-        }
+        read_line_within(&mut self.from_child, &format!("child {}", self.pid))
     }
 
     /// Read up to the verdict, reap the child, and return how it ended with
@@ -218,6 +187,44 @@ impl Drop for Child {
             let _ = kill(self.pid, Signal::SIGKILL);
             let _ = self.reap();
         }
+    }
+}
+
+/// The next line `who` writes on `from`, waiting at most `TIMEOUT`; None
+/// once its end is closed.
+pub(crate) fn read_line_within(
+    from: &mut BufReader<File>,
+    who: &str,
+) -> CheckResult<Option<String>> {
+    let fd = from.get_ref().as_fd().as_raw_fd();
+    let deadline = Instant::now() + TIMEOUT;
+    if from.buffer().is_empty() {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc =
+                unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            if rc > 0 {
+                break;
+            }
+            if rc == 0 || left == Duration::ZERO {
+                return Err(Fail::Failed(format!(
+                    "{who} said nothing for {}s",
+                    TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+    let mut line = String::new();
+    match from.read_line(&mut line) {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(line.trim_end().to_string())),
+        Err(e) => Err(Fail::Failed(format!("{who}: {e}"))),
     }
 }
 

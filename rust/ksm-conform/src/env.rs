@@ -6,7 +6,7 @@ use std::path::Path;
 use ksm::kernel::{self, Config, Version};
 use ksm::{Knob, Sysfs};
 
-use crate::cgroup::Memcg;
+use crate::cgroup::Hierarchy;
 use crate::registry::Req;
 
 /// Choices the kernel cannot tell us.
@@ -38,11 +38,20 @@ pub struct Env {
     pub memory_nodes: Vec<usize>,
     pub swap_free_kib: u64,
     pub failslab: Result<(), String>,
-    pub memcg: Result<Memcg, String>,
-    pub memory_merge_prctl: bool,
+    pub memcg: Result<Hierarchy, String>,
+    pub cpuset: Result<Hierarchy, String>,
+    /// Transparent huge pages that MADV_HUGEPAGE can ask for, or why not.
+    pub thp: Result<(), String>,
+    /// userfaultfd(2) (CONFIG_USERFAULTFD), or why not.
+    pub userfaultfd: Result<(), String>,
+    /// prctl(PR_SET_MEMORY_MERGE): by the kernel version, never by calling
+    /// it (a regression there must fail the prctl checks, not skip them).
+    pub memory_merge_prctl: Result<(), String>,
     /// /proc/kpageflags shows the flags of our pages, or why not.
     pub kpageflags: Result<(), String>,
-    /// ... and its KPF_KSM tells KSM pages from others, or why not.
+    /// ... and its KPF_KSM tells KSM pages from others, or why not. Checks
+    /// use it as extra evidence where it holds (checks::kpf_agrees); their
+    /// proof of merging is the frames in pagemap.
     pub page_flags: Result<(), String>,
     pub options: Options,
 }
@@ -65,12 +74,28 @@ impl Env {
                 Err("needs root".into())
             },
             memcg: if root {
-                Memcg::probe()
+                Hierarchy::probe("memory")
             } else {
                 Err("needs root".into())
             },
-            // PR_GET_MEMORY_MERGE reads a flag; EINVAL means the option is unknown.
-            memory_merge_prctl: ksm::mem::get_memory_merge().is_ok(),
+            cpuset: if root {
+                Hierarchy::probe("cpuset")
+            } else {
+                Err("needs root".into())
+            },
+            thp: thp_setting(
+                std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok(),
+            ),
+            userfaultfd: if Path::new("/proc/sys/vm/unprivileged_userfaultfd").exists() {
+                Ok(())
+            } else {
+                Err(
+                    "kernel has no userfaultfd (/proc/sys/vm/unprivileged_userfaultfd absent, \
+                     CONFIG_USERFAULTFD=n)"
+                        .into(),
+                )
+            },
+            memory_merge_prctl: memory_merge_prctl(Version::parse(&release)),
             kpageflags: never_advised.clone().map(drop),
             page_flags: trusted_kpf_ksm(never_advised),
             release,
@@ -98,14 +123,14 @@ impl Env {
             Req::Swap if self.swap_free_kib < 64 * 1024 => Some("no active swap with 64 MiB free (see /proc/swaps)".into()),
             Req::Failslab => self.failslab.clone().err(),
             Req::MemoryCgroup => self.memcg.clone().err(),
+            Req::Cpuset => self.cpuset.clone().err(),
+            Req::Thp => self.thp.clone().err(),
+            Req::Userfaultfd => self.userfaultfd.clone().err(),
             Req::FreshBoot if !self.options.fresh_boot => {
                 Some("not a freshly booted kernel (pass --fresh-boot or KSM_CONFORM_FRESH_BOOT=1 right after boot)".into())
             }
-            Req::MemoryMergePrctl if !self.memory_merge_prctl => {
-                Some(format!("kernel {version} has no prctl(PR_SET_MEMORY_MERGE) (added in 6.4)"))
-            }
+            Req::MemoryMergePrctl => self.memory_merge_prctl.clone().err(),
             Req::KpageFlags => self.kpageflags.clone().err(),
-            Req::PageFlags => self.page_flags.clone().err(),
             Req::SoleKsmUser => other_ksm_users(),
             _ => None,
         }
@@ -117,6 +142,33 @@ impl Env {
             Some(c) => c.get(option).unwrap_or("n").to_string(),
             None => "?".to_string(),
         }
+    }
+}
+
+/// prctl(PR_SET_MEMORY_MERGE) came with 6.4.
+fn memory_merge_prctl(version: Option<Version>) -> Result<(), String> {
+    match version {
+        Some(v) if v >= Version::new(6, 4) => Ok(()),
+        Some(v) => Err(format!(
+            "kernel {v} has no prctl(PR_SET_MEMORY_MERGE) (added in 6.4)"
+        )),
+        None => Err("cannot tell the kernel version, so whether it has \
+                     prctl(PR_SET_MEMORY_MERGE) (6.4)"
+            .into()),
+    }
+}
+
+/// THP as /sys/kernel/mm/transparent_hugepage/enabled allows it: "always"
+/// or "madvise" let MADV_HUGEPAGE areas have huge pages.
+fn thp_setting(enabled: Option<String>) -> Result<(), String> {
+    match enabled {
+        None => Err("kernel has no transparent huge pages \
+                     (/sys/kernel/mm/transparent_hugepage/enabled absent)"
+            .into()),
+        Some(e) if e.contains("[never]") => {
+            Err("transparent huge pages are off (transparent_hugepage/enabled is never)".into())
+        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -141,8 +193,8 @@ fn kpf_ksm_of_a_never_advised_page() -> Result<bool, String> {
 
 /// Whether KPF_KSM can be trusted to tell a KSM page: clear on a page that
 /// was never advised. Debian's 6.12.117 sets KPF_KSM on every anonymous
-/// page (observed in a guest); there the checks that ask "is this page a
-/// KSM page" cannot run, and procfs/kpageflags_ksm_only_on_ksm_pages fails.
+/// page (observed in a guest); there the checks leave KPF_KSM aside, and
+/// procfs/kpageflags_ksm_only_on_ksm_pages fails.
 fn trusted_kpf_ksm(never_advised: Result<bool, String>) -> Result<(), String> {
     match never_advised? {
         false => Ok(()),

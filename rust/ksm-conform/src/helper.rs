@@ -9,15 +9,25 @@ use std::process::Command;
 use crate::child::die_with_parent;
 use crate::ctx::{CheckResult, Fail};
 
-const VAR: &str = "KSM_CONFORM_HELPER";
+pub(crate) const VAR: &str = "KSM_CONFORM_HELPER";
+/// The helper that is a trace workload's worker (see [`crate::trace::worker`]).
+pub(crate) const TRACE_WORKER: &str = "trace-worker";
 
 /// If this process was started as a helper, run it and exit.
 pub fn dispatch() {
     let Ok(name) = std::env::var(VAR) else {
         return;
     };
+    if name == crate::worker::HELPER {
+        crate::worker::serve_stdio();
+        std::process::exit(0);
+    }
+    if name == TRACE_WORKER {
+        crate::trace::worker::main();
+    }
     let result = match name.as_str() {
         "madvise-with-failing-slab" => crate::checks::madvise::helper_madvise_with_failing_slab(),
+        "memory-merge-inherited" => crate::checks::process::helper_memory_merge_inherited(),
         "get-memory-merge" => ksm::mem::get_memory_merge()
             .map(|on| format!("{}", on as u8))
             .map_err(|e| format!("PR_GET_MEMORY_MERGE: {e}")),

@@ -8,9 +8,13 @@ pub mod child;
 pub mod ctx;
 pub mod env;
 pub mod exec;
+pub mod gate;
 pub mod helper;
 pub mod registry;
 pub mod report;
+pub mod stepping;
+pub mod trace;
+pub mod worker;
 
 pub use ctx::{Ctx, Fail};
 pub use env::Env;

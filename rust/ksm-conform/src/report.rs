@@ -32,25 +32,44 @@ impl<W: Write> Tap<W> {
         let _ = self.out.flush();
     }
 
+    /// The plan of a run that skips as a whole (kselftest's
+    /// ksft_exit_skip()): "1..0 # SKIP reason", then the closing lines.
+    pub fn skip_all(mut out: W, reason: &str) {
+        let _ = writeln!(out, "TAP version 13");
+        let _ = writeln!(out, "1..0 # SKIP {}", reason.replace('\n', " "));
+        Tap { out, n: 0 }.totals(&Totals::default(), false);
+    }
+
+    /// One check's result, its diagnostics first (as kselftest prints
+    /// them: a reader of a failure sees why before the verdict).
     pub fn result(&mut self, name: &str, outcome: &Outcome) {
         self.n += 1;
         for d in &outcome.diagnostics {
             self.diag(d);
         }
+        if let Verdict::Fail(msg) = &outcome.verdict {
+            self.diag(msg);
+        }
         let _ = match &outcome.verdict {
             Verdict::Pass => writeln!(self.out, "ok {} {name}", self.n),
             Verdict::Skip(reason) => writeln!(self.out, "ok {} {name} # SKIP {reason}", self.n),
-            Verdict::Fail(msg) => {
-                let _ = writeln!(self.out, "not ok {} {name}", self.n);
-                self.diag(msg);
-                Ok(())
-            }
+            Verdict::Fail(_) => writeln!(self.out, "not ok {} {name}", self.n),
         };
         let _ = self.out.flush();
     }
 
-    /// The closing line: exactly "N passed, N failed, N skipped".
-    pub fn totals(&mut self, t: &Totals) {
+    /// The closing lines: kselftest's "# Totals: ..." (error:1 when the run
+    /// stopped on an error), then exactly "N passed, N failed, N skipped",
+    /// the last line.
+    pub fn totals(&mut self, t: &Totals, error: bool) {
+        let _ = writeln!(
+            self.out,
+            "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:{}",
+            t.passed,
+            t.failed,
+            t.skipped,
+            u8::from(error)
+        );
         let _ = writeln!(
             self.out,
             "{} passed, {} failed, {} skipped",
@@ -77,8 +96,19 @@ impl Totals {
     }
 }
 
+/// The version of the JSON report's layout. 1: the reports before the
+/// field existed (read as 1); 2: `schema` itself, and per check whether it
+/// needs the machine to itself (`needs_machine`).
+pub const SCHEMA: u32 = 2;
+
+fn schema_1() -> u32 {
+    1
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    #[serde(default = "schema_1")]
+    pub schema: u32,
     pub kernel_release: String,
     pub machine: String,
     pub config_source: Option<String>,
@@ -116,6 +146,9 @@ pub struct TestReport {
     pub failure: Option<String>,
     pub diagnostics: Vec<String>,
     pub duration_ms: u128,
+    /// The check changes /sys/kernel/mm/ksm (schema 2; None in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_machine: Option<bool>,
 }
 
 /// The config options the report records.
@@ -133,6 +166,7 @@ const CONFIG_FACTS: &[&str] = &[
 impl Report {
     pub fn new(env: &Env, without_ksm: bool) -> Report {
         Report {
+            schema: SCHEMA,
             kernel_release: env.release.clone(),
             machine: env.machine.clone(),
             config_source: env.config.as_ref().map(|c| c.source.clone()),
@@ -166,6 +200,7 @@ impl Report {
             failure,
             diagnostics: outcome.diagnostics.clone(),
             duration_ms: outcome.duration.as_millis(),
+            needs_machine: Some(check.needs_machine()),
         });
     }
 
@@ -199,6 +234,9 @@ mod tests {
             "diagnostics":[],"duration_ms":1}],
             "totals":{"passed":0,"failed":0,"skipped":1},"duration_ms":5}"#;
         let report: Report = serde_json::from_str(json).unwrap();
+        // Written before the schema field: schema 1.
+        assert_eq!(report.schema, 1);
+        assert_eq!(report.tests[0].needs_machine, None);
         assert_eq!(report.tests[0].result, Status::Skip);
         assert_eq!(report.tests[0].skip_reason.as_deref(), Some("no swap"));
         assert_eq!(report.tests[0].failure, None);
@@ -216,16 +254,45 @@ mod tests {
         tap.result("g/a", &outcome(Verdict::Pass));
         tap.result("g/b", &outcome(Verdict::Skip("no swap".into())));
         tap.result("g/c", &outcome(Verdict::Fail("got 1\nexpected 2".into())));
-        tap.totals(&Totals {
-            passed: 1,
-            failed: 1,
-            skipped: 1,
-        });
+        tap.totals(
+            &Totals {
+                passed: 1,
+                failed: 1,
+                skipped: 1,
+            },
+            false,
+        );
         let text = String::from_utf8(buf).unwrap();
         assert_eq!(
             text,
             "TAP version 13\n1..3\n# a note\nok 1 g/a\n# a note\nok 2 g/b # SKIP no swap\n\
-             # a note\nnot ok 3 g/c\n# got 1\n# expected 2\n1 passed, 1 failed, 1 skipped\n"
+             # a note\n# got 1\n# expected 2\nnot ok 3 g/c\n\
+             # Totals: pass:1 fail:1 xfail:0 xpass:0 skip:1 error:0\n\
+             1 passed, 1 failed, 1 skipped\n"
         );
+    }
+
+    #[test]
+    fn a_run_skipped_as_a_whole() {
+        let mut buf = Vec::new();
+        Tap::skip_all(&mut buf, "needs root");
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "TAP version 13\n1..0 # SKIP needs root\n\
+             # Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0\n\
+             0 passed, 0 failed, 0 skipped\n"
+        );
+    }
+
+    #[test]
+    fn a_new_report_says_its_schema() {
+        let env = Env::probe(crate::env::Options::default());
+        let text = serde_json::to_string(&Report::new(&env, false)).unwrap();
+        assert!(
+            text.starts_with(&format!("{{\"schema\":{SCHEMA},")),
+            "{text}"
+        );
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.schema, SCHEMA);
     }
 }

@@ -173,11 +173,24 @@ impl RunFile {
     }
 }
 
+/// A ksm-conform report of any schema up to the one this build writes
+/// (schema 1, the reports from before the field, included).
 pub fn parse_report(text: &str, path: &Path) -> Result<Report, Error> {
-    serde_json::from_str(text).map_err(|source| Error::Json {
+    let report: Report = serde_json::from_str(text).map_err(|source| Error::Json {
         path: path.into(),
         source,
-    })
+    })?;
+    if report.schema > ksm_conform::report::SCHEMA {
+        return Err(Error::Invalid {
+            path: path.into(),
+            msg: format!(
+                "report schema {}, newer than this ksm-matrix reads ({})",
+                report.schema,
+                ksm_conform::report::SCHEMA
+            ),
+        });
+    }
+    Ok(report)
 }
 
 /// A whole text file, with its path in the error.

@@ -5,11 +5,13 @@
 //! at boot, and the differences between the kernels as the data shows them.
 
 pub mod column;
+pub mod mergeflip;
 pub mod render;
 
 use std::path::{Path, PathBuf};
 
 pub use column::{Column, Error, Outcome};
+pub use mergeflip::Mergeflip;
 pub use render::{Options, render};
 
 /// Read every run file (and its report), in the order given.

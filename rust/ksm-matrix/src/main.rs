@@ -25,6 +25,10 @@ struct Args {
     /// A hand-written reading of the results, shown as the page's summary.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
+    /// The reproducer of issue 11 on a column: a `<kernel>.mergeflip` file
+    /// (repeatable, in row order).
+    #[arg(long, value_name = "FILE")]
+    mergeflip: Vec<PathBuf>,
     /// The columns: `<kernel>.run` files, in column order.
     #[arg(required = true, value_name = "RUN")]
     runs: Vec<PathBuf>,
@@ -58,6 +62,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mergeflip = match args
+        .mergeflip
+        .iter()
+        .map(|p| ksm_matrix::Mergeflip::load(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ksm-matrix: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     if let Err(e) = ksm_matrix::check_pairs(&columns, &args.pair) {
         eprintln!("ksm-matrix: error: {e}");
         return ExitCode::from(2);
@@ -65,6 +81,7 @@ fn main() -> ExitCode {
     let options = ksm_matrix::Options {
         pairs: args.pair,
         summary,
+        mergeflip,
     };
     let text = ksm_matrix::render(&columns, &options);
     match &args.out {

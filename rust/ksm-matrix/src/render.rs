@@ -7,6 +7,7 @@ use std::fmt::Write;
 use ksm_conform::report::{Status, TestReport};
 
 use crate::column::{Column, Outcome};
+use crate::mergeflip::{self, Mergeflip};
 
 /// What the page says beyond the columns themselves.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +16,8 @@ pub struct Options {
     pub pairs: Vec<(String, String)>,
     /// A reading of the results, written by hand, shown before the tables.
     pub summary: Option<String>,
+    /// The reproducer of issue 11 per column, a section of its own.
+    pub mergeflip: Vec<Mergeflip>,
 }
 
 /// Text for a table cell: no pipes, no line breaks.
@@ -136,6 +139,7 @@ pub fn render(columns: &[Column], options: &Options) -> String {
     for (a, b) in &options.pairs {
         pair(&mut md, columns, a, b);
     }
+    mergeflip::section(&mut md, &options.mergeflip);
     md
 }
 

@@ -155,7 +155,7 @@ fn sample() -> Vec<Column> {
 fn page_has(#[case] fragment: &str) {
     let options = Options {
         pairs: vec![("new".into(), "patched".into())],
-        summary: None,
+        ..Options::default()
     };
     let md = render(&sample(), &options);
     assert!(
@@ -213,6 +213,7 @@ fn identical_pair_says_so() {
         &Options {
             pairs: vec![("stock".into(), "patched".into())],
             summary: Some("  Read this.\n\n".into()),
+            ..Options::default()
         },
     );
     assert!(
@@ -238,7 +239,7 @@ fn pair_with_a_missing_column() {
         &cols,
         &Options {
             pairs,
-            summary: None,
+            ..Options::default()
         },
     );
     assert!(
@@ -350,6 +351,50 @@ fn bad_inputs_are_errors(
     }
     let err = load(&[path]).unwrap_err().to_string();
     assert!(err.contains(message), "{err}");
+}
+
+/// Reports of every schema read: 1 (no schema field, as the committed
+/// docs/matrix reports were written), 2 (schema, needs_machine per check);
+/// a later one is refused rather than misread.
+#[rstest]
+#[case::schema_1(None, Ok((1, None)))]
+#[case::schema_2(Some(2), Ok((2, Some(true))))]
+#[case::schema_from_the_future(
+    Some(3),
+    Err("report schema 3, newer than this ksm-matrix reads (2)")
+)]
+fn reports_of_each_schema(
+    #[case] schema: Option<u32>,
+    #[case] want: Result<(u32, Option<bool>), &str>,
+) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&report("7.3", true, &[("run/x", "pass", "", &[])])).unwrap();
+    if let Some(schema) = schema {
+        json["schema"] = schema.into();
+        json["tests"][0]["needs_machine"] = true.into();
+    }
+    match (parse_report(&json.to_string(), Path::new("k.json")), want) {
+        (Ok(r), Ok((schema, needs))) => {
+            assert_eq!((r.schema, r.tests[0].needs_machine), (schema, needs));
+        }
+        (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{e}"),
+        (got, want) => panic!("{:?}, expected {want:?}", got.map(|r| r.schema)),
+    }
+}
+
+#[test]
+fn the_committed_reports_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/matrix");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse_report(&text, &path).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no reports in {}", dir.display());
 }
 
 #[test]
@@ -494,4 +539,50 @@ fn native_column_is_compared_to_the_guests_apart() {
     );
     // Boot values compare fresh boots only.
     assert!(!md.contains("`1` on native"), "{md}");
+}
+
+/// The binary: --mergeflip files become the issue-11 section; a bad one is
+/// an error that writes nothing.
+#[test]
+fn binary_renders_mergeflip_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("page.md");
+    let run = write(dir.path(), "k.run", "kernel=k\nstatus=failed\n");
+    let flip = write(
+        dir.path(),
+        "k.mergeflip",
+        "kernel=k\noutcome=crashed\nrounds=0\nseconds=3.2\nsplat=BUG: oops\n",
+    );
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ksm-matrix"))
+        .arg("--mergeflip")
+        .arg(&flip)
+        .arg("--out")
+        .arg(&out)
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        md.contains("| k | **crashed** in round 1 after 3.2 s: `BUG: oops` | ? |"),
+        "{md}"
+    );
+
+    let bad = write(dir.path(), "bad.mergeflip", "kernel=k\n");
+    std::fs::remove_file(&out).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ksm-matrix"))
+        .arg("--mergeflip")
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out)
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.mergeflip: no outcome= line"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }

@@ -56,6 +56,12 @@ pub fn default_state_dir() -> PathBuf {
 const JOURNAL: &str = "saved-knobs";
 const LOCK: &str = "lock";
 
+/// The journal a session in `dir` keeps: present while knobs are changed,
+/// or after a run was killed before it could put them back.
+pub fn journal_path(dir: &Path) -> PathBuf {
+    dir.join(JOURNAL)
+}
+
 /// Knobs the kernel sets itself while advisor_mode is `advisor_mode`: in
 /// scan-time mode the advisor recomputes pages_to_scan after every scan.
 pub fn kernel_managed(advisor_mode: Option<&str>) -> &'static [Knob] {
@@ -146,7 +152,7 @@ impl Session {
     }
 
     pub fn journal_path(&self) -> PathBuf {
-        self.dir.join(JOURNAL)
+        journal_path(&self.dir)
     }
 
     pub fn guard(&self) -> KnobGuard<'_> {

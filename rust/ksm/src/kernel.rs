@@ -6,6 +6,8 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
+use procfs::{Current, Meminfo};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
     pub major: u32,
@@ -111,25 +113,22 @@ pub fn memory_nodes() -> Vec<usize> {
         .unwrap_or_else(|_| vec![0])
 }
 
-/// A field of /proc/meminfo, in KiB; 0 if it cannot be read.
-fn meminfo_kib(field: &str) -> u64 {
-    let Ok(text) = fs::read_to_string("/proc/meminfo") else {
-        return 0;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// /proc/meminfo; None if it cannot be read.
+fn meminfo() -> Option<Meminfo> {
+    Meminfo::current().ok()
 }
 
-/// Free swap in KiB, summed over active swap devices.
+/// Free swap in KiB, summed over active swap devices; 0 if unknown.
 pub fn swap_free_kib() -> u64 {
-    meminfo_kib("SwapFree")
+    meminfo().map_or(0, |m| m.swap_free / 1024)
 }
 
-/// Memory available for new allocations without swapping, in KiB.
+/// Memory available for new allocations without swapping, in KiB; 0 if
+/// unknown (or before 3.14, which lacks MemAvailable).
 pub fn mem_available_kib() -> u64 {
-    meminfo_kib("MemAvailable")
+    meminfo()
+        .and_then(|m| m.mem_available)
+        .map_or(0, |b| b / 1024)
 }
 
 #[cfg(test)]
@@ -152,6 +151,16 @@ mod tests {
     #[case("0,2-3", vec![0, 2, 3])]
     fn node_lists(#[case] text: &str, #[case] want: Vec<usize>) {
         assert_eq!(parse_node_list(text), want);
+    }
+
+    #[test]
+    fn meminfo_in_kib() {
+        let total_kib = meminfo().unwrap().mem_total / 1024;
+        let available = mem_available_kib();
+        assert!(
+            available > 0 && available <= total_kib,
+            "{available} of {total_kib}"
+        );
     }
 
     #[test]

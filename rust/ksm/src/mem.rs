@@ -19,6 +19,9 @@ pub enum Advice {
     Unmergeable,
     PageOut,
     NoHugePage,
+    HugePage,
+    DontNeed,
+    Remove,
 }
 
 impl Advice {
@@ -28,6 +31,9 @@ impl Advice {
             Advice::Unmergeable => libc::MADV_UNMERGEABLE,
             Advice::PageOut => libc::MADV_PAGEOUT,
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
+            Advice::HugePage => libc::MADV_HUGEPAGE,
+            Advice::DontNeed => libc::MADV_DONTNEED,
+            Advice::Remove => libc::MADV_REMOVE,
         }
     }
 }
@@ -37,7 +43,9 @@ impl Advice {
 pub fn madvise(addr: usize, len: usize, advice: Advice) -> Result<(), Errno> {
     // SAFETY: the syscall checks the range itself; none of these advices
     // invalidates memory a Rust reference could point to (PAGEOUT keeps the
-    // content, MERGEABLE/UNMERGEABLE only change sharing).
+    // content, MERGEABLE/UNMERGEABLE only change sharing, DONTNEED and
+    // REMOVE empty pages that the callers read again only as zeroes or
+    // pagecache).
     let rc = unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice.raw()) };
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
@@ -96,18 +104,72 @@ impl Mapping {
         Mapping::map(pages * page_size(), libc::MAP_PRIVATE, Some(fd.as_raw_fd()))
     }
 
+    /// A shared mapping of a file: its pages are the file's pagecache.
+    pub fn file_shared(fd: BorrowedFd<'_>, pages: usize) -> Result<Mapping> {
+        Mapping::map(pages * page_size(), libc::MAP_SHARED, Some(fd.as_raw_fd()))
+    }
+
+    /// Private anonymous memory of `huge` PMD-sized (2 MiB on x86_64)
+    /// pages, aligned to that size and advised MADV_HUGEPAGE, so that the
+    /// first write can fault in a transparent huge page.
+    pub fn anon_thp(huge: usize) -> Result<Mapping> {
+        const HUGE: usize = 2 << 20;
+        let len = huge * HUGE;
+        let raw = Mapping::map(len + HUGE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, None)?;
+        let start = raw.addr().next_multiple_of(HUGE);
+        let (head, tail) = (start - raw.addr(), raw.addr() + raw.len - (start + len));
+        let unmap = |addr: usize, len: usize| {
+            // SAFETY: the parts of our fresh mapping outside the aligned
+            // range; nothing refers to them.
+            if len > 0 && unsafe { libc::munmap(addr as *mut libc::c_void, len) } != 0 {
+                return Err(Error::Call {
+                    call: "munmap",
+                    errno: Errno::last(),
+                });
+            }
+            Ok(())
+        };
+        let parts = (raw.addr(), start + len);
+        std::mem::forget(raw);
+        unmap(parts.0, head)?;
+        unmap(parts.1, tail)?;
+        let m = Mapping {
+            ptr: NonNull::new(start as *mut u8).expect("aligned start is not NULL"),
+            len,
+        };
+        m.advise(Advice::HugePage).map_err(|errno| Error::Call {
+            call: "madvise(MADV_HUGEPAGE)",
+            errno,
+        })?;
+        Ok(m)
+    }
+
     fn map(len: usize, flags: libc::c_int, fd: Option<libc::c_int>) -> Result<Mapping> {
         // SAFETY: a fresh mapping at an address of the kernel's choosing.
-        let ptr = unsafe {
-            libc::mmap(
+        unsafe {
+            Mapping::map_at(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
-                fd.unwrap_or(-1),
-                0,
+                fd,
             )
-        };
+        }
+    }
+
+    /// # Safety
+    /// With MAP_FIXED in `flags`, `addr..addr + len` must be memory that no
+    /// live reference points into: whatever is mapped there is replaced.
+    unsafe fn map_at(
+        addr: *mut libc::c_void,
+        len: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+        fd: Option<libc::c_int>,
+    ) -> Result<Mapping> {
+        // SAFETY: the caller vouches for a MAP_FIXED range; otherwise the
+        // kernel picks a free one.
+        let ptr = unsafe { libc::mmap(addr, len, prot, flags, fd.unwrap_or(-1), 0) };
         if ptr == libc::MAP_FAILED {
             return Err(Error::Call {
                 call: "mmap",
@@ -158,6 +220,22 @@ impl Mapping {
     pub fn advise_pages(&self, first: usize, count: usize, advice: Advice) -> Result<(), Errno> {
         assert!(first + count <= self.pages());
         madvise(self.page_addr(first), count * page_size(), advice)
+    }
+
+    /// mprotect(2) the pages [first, first + count). With PROT_NONE (or
+    /// without PROT_READ) the pages must not be read through `page` until
+    /// read access is given back.
+    pub fn protect(&self, first: usize, count: usize, prot: libc::c_int) -> Result<(), Errno> {
+        assert!(first + count <= self.pages());
+        // SAFETY: changes access rights within our own mapping only.
+        let rc = unsafe {
+            libc::mprotect(
+                self.page_addr(first) as *mut libc::c_void,
+                count * page_size(),
+                prot,
+            )
+        };
+        if rc == 0 { Ok(()) } else { Err(Errno::last()) }
     }
 
     /// The bytes of page `i`. Reading faults the page in.
@@ -226,15 +304,72 @@ impl Drop for Mapping {
     }
 }
 
+/// A node mask with only `node` set, and its size in bits (maxnode).
+fn node_mask(node: usize) -> ([libc::c_ulong; 16], libc::c_ulong) {
+    let mut mask = [0 as libc::c_ulong; 16];
+    let bits = 8 * std::mem::size_of::<libc::c_ulong>();
+    mask[node / bits] |= 1 << (node % bits);
+    (mask, (mask.len() * bits) as libc::c_ulong)
+}
+
+/// Address space set aside (PROT_NONE, nothing committed) so that the
+/// mappings carved out of it lie at known offsets from one another: their
+/// order in the address space, which is the order in which ksmd scans them,
+/// does not depend on where the kernel happens to place each mmap.
+pub struct Reservation {
+    space: Mapping,
+}
+
+impl Reservation {
+    pub fn new(pages: usize) -> Result<Reservation> {
+        // SAFETY: a fresh mapping at an address of the kernel's choosing.
+        let space = unsafe {
+            Mapping::map_at(
+                std::ptr::null_mut(),
+                pages * page_size(),
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                None,
+            )
+        }?;
+        Ok(Reservation { space })
+    }
+
+    pub fn pages(&self) -> usize {
+        self.space.pages()
+    }
+
+    /// Private anonymous read/write memory (THP off, as [`Mapping::anon`])
+    /// in place of pages [first, first + pages) of the reservation. When it
+    /// is dropped the range becomes a hole: carve each range once.
+    pub fn carve(&self, first: usize, pages: usize) -> Result<Mapping> {
+        assert!(
+            pages > 0 && first + pages <= self.pages(),
+            "carve out of bounds"
+        );
+        // SAFETY: the range lies within our PROT_NONE reservation, which no
+        // reference can point into.
+        let m = unsafe {
+            Mapping::map_at(
+                self.space.page_addr(first) as *mut libc::c_void,
+                pages * page_size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                None,
+            )
+        }?;
+        m.no_huge_pages()?;
+        Ok(m)
+    }
+}
+
 /// Bind `len` bytes at `addr` to NUMA node `node` and move the pages there
 /// (mbind(MPOL_BIND, MPOL_MF_MOVE | MPOL_MF_STRICT)).
 pub fn mbind_to_node(addr: usize, len: usize, node: usize) -> Result<(), Errno> {
     const MPOL_BIND: libc::c_ulong = 2;
     const MPOL_MF_STRICT: libc::c_ulong = 1;
     const MPOL_MF_MOVE: libc::c_ulong = 2;
-    let mut mask = [0 as libc::c_ulong; 16];
-    let bits = 8 * std::mem::size_of::<libc::c_ulong>();
-    mask[node / bits] |= 1 << (node % bits);
+    let (mask, maxnode) = node_mask(node);
     // SAFETY: the node mask outlives the call; maxnode matches its size.
     let rc = unsafe {
         libc::syscall(
@@ -243,10 +378,20 @@ pub fn mbind_to_node(addr: usize, len: usize, node: usize) -> Result<(), Errno> 
             len,
             MPOL_BIND,
             mask.as_ptr(),
-            (mask.len() * bits) as libc::c_ulong,
+            maxnode,
             MPOL_MF_MOVE | MPOL_MF_STRICT,
         )
     };
+    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+}
+
+/// Bind all future allocations of the calling process to NUMA node `node`
+/// (set_mempolicy(MPOL_BIND)).
+pub fn set_mempolicy_bind(node: usize) -> Result<(), Errno> {
+    const MPOL_BIND: libc::c_long = 2;
+    let (mask, maxnode) = node_mask(node);
+    // SAFETY: the node mask outlives the call; maxnode matches its size.
+    let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, mask.as_ptr(), maxnode) };
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
 
@@ -306,6 +451,20 @@ mod tests {
             crate::kernel::memory_nodes().contains(&(nodes[0] as usize)),
             "{nodes:?}"
         );
+    }
+
+    #[test]
+    fn carved_mappings_keep_their_offsets() {
+        let space = Reservation::new(16).unwrap();
+        let mut a = space.carve(8, 2).unwrap();
+        let mut b = space.carve(2, 3).unwrap();
+        assert_eq!(a.addr() - b.addr(), 6 * page_size());
+        a.fill(1, 5);
+        b.fill(2, 5);
+        assert_eq!(a.page(1), b.page(2));
+        drop(b);
+        let c = space.carve(12, 4).unwrap();
+        assert_eq!(c.addr() - a.addr(), 4 * page_size());
     }
 
     #[test]

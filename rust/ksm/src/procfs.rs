@@ -1,17 +1,42 @@
 //! The per-process side of KSM in /proc: ksm_stat, ksm_merging_pages, the
 //! "mg" VmFlag in smaps, and pagemap/kpageflags to see which physical page
 //! backs an address.
+//!
+//! What the `procfs` crate parses (stat, smaps, pagemap, kpageflags,
+//! vmstat, the process list) goes through it; KSM's own files, which it
+//! does not know, are parsed here.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use ::procfs::process::{MemoryPageFlags, PageInfo, Pfn, Process, SwapPageFlags};
+use ::procfs::{FromRead, KPageFlags, PhysicalPageFlags, ProcError};
 
 use crate::error::{Error, Result};
 use crate::mem::page_size;
 
 fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).map_err(|e| Error::file("read", path, e))
+}
+
+/// A procfs crate error as ours: an errno where the kernel gave one.
+fn proc_error(op: &'static str, path: &Path, e: ProcError) -> Error {
+    let errno = |errno| Error::File {
+        op,
+        path: path.to_path_buf(),
+        errno,
+    };
+    match e {
+        ProcError::PermissionDenied(_) => errno(nix::errno::Errno::EACCES),
+        ProcError::NotFound(_) => errno(nix::errno::Errno::ENOENT),
+        ProcError::Io(io, _) => Error::file(op, path, io),
+        other => Error::Parse {
+            path: path.to_path_buf(),
+            content: String::new(),
+            why: other.to_string(),
+        },
+    }
 }
 
 fn pid_path(pid: Option<u32>, file: &str) -> PathBuf {
@@ -89,39 +114,30 @@ pub fn ksm_merging_pages(pid: Option<u32>) -> Result<u64> {
     })
 }
 
-/// The VmFlags of the mapping of this process that contains `addr`.
+/// The VmFlags of the mapping of this process that contains `addr`, by
+/// their smaps names ("rd", "wr", "mg", ...).
 pub fn vm_flags(addr: usize) -> Result<Vec<String>> {
     let path = PathBuf::from("/proc/self/smaps");
-    let text = read(&path)?;
-    vm_flags_in(&text, addr).ok_or_else(|| Error::Parse {
+    vm_flags_in(&read(&path)?, addr).ok_or_else(|| Error::Parse {
         path,
         content: format!("{addr:#x}"),
         why: "no mapping with VmFlags contains this address".into(),
     })
 }
 
-/// Parse smaps text: find the block whose "start-end" range holds `addr`.
+/// Parse smaps text: the VmFlags of the mapping whose range holds `addr`.
 pub fn vm_flags_in(smaps: &str, addr: usize) -> Option<Vec<String>> {
-    let mut inside = false;
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ') {
-            if let Some((start, end)) = range.split_once('-') {
-                if let (Ok(start), Ok(end)) = (
-                    usize::from_str_radix(start, 16),
-                    usize::from_str_radix(end, 16),
-                ) {
-                    inside = start <= addr && addr < end;
-                    continue;
-                }
-            }
-        }
-        if inside {
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                return Some(flags.split_whitespace().map(str::to_string).collect());
-            }
-        }
-    }
-    None
+    let maps = ::procfs::process::MemoryMaps::from_read(smaps.as_bytes()).ok()?;
+    let map = maps
+        .into_iter()
+        .find(|m| m.address.0 <= addr as u64 && (addr as u64) < m.address.1)?;
+    Some(
+        map.extension
+            .vm_flags
+            .iter_names()
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect(),
+    )
 }
 
 /// Whether the mapping containing `addr` carries VM_MERGEABLE ("mg").
@@ -129,51 +145,57 @@ pub fn is_mergeable(addr: usize) -> Result<bool> {
     Ok(vm_flags(addr)?.iter().any(|f| f == "mg"))
 }
 
-/// One /proc/self/pagemap entry (Documentation/admin-guide/mm/pagemap.rst).
+/// One /proc/self/pagemap entry (Documentation/admin-guide/mm/pagemap.rst),
+/// its 64 bits as the kernel wrote them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageMapEntry(pub u64);
 
 impl PageMapEntry {
+    fn info(self) -> PageInfo {
+        PageInfo::parse_info(self.0)
+    }
     pub fn present(self) -> bool {
-        self.0 & (1 << 63) != 0
+        match self.info() {
+            PageInfo::MemoryPage(f) => f.contains(MemoryPageFlags::PRESENT),
+            PageInfo::SwapPage(f) => f.contains(SwapPageFlags::PRESENT),
+        }
     }
     pub fn swapped(self) -> bool {
-        self.0 & (1 << 62) != 0
+        matches!(self.info(), PageInfo::SwapPage(_))
     }
     /// The page frame number; 0 when not present or not exposed (no
     /// CAP_SYS_ADMIN).
     pub fn pfn(self) -> u64 {
-        if self.present() {
-            self.0 & ((1 << 55) - 1)
-        } else {
-            0
+        match self.info() {
+            PageInfo::MemoryPage(f) if self.present() => f.get_page_frame_number().0,
+            _ => 0,
         }
     }
 }
 
 pub fn pagemap(addr: usize) -> Result<PageMapEntry> {
     let path = Path::new("/proc/self/pagemap");
-    let file = fs::File::open(path).map_err(|e| Error::file("open", path, e))?;
-    let mut buf = [0u8; 8];
-    file.read_exact_at(&mut buf, (addr / page_size() * 8) as u64)
-        .map_err(|e| Error::file("read", path, e))?;
-    Ok(PageMapEntry(u64::from_ne_bytes(buf)))
+    let info = Process::myself()
+        .and_then(|p| p.pagemap())
+        .and_then(|mut map| map.get_info(addr / page_size()))
+        .map_err(|e| proc_error("read", path, e))?;
+    Ok(PageMapEntry(match info {
+        PageInfo::MemoryPage(f) => f.bits(),
+        PageInfo::SwapPage(f) => f.bits(),
+    }))
 }
 
 /// KPF_KSM in /proc/kpageflags: the page at `addr` is a KSM page. None if
 /// the page is not present or its frame is not visible.
 pub fn is_ksm_page(addr: usize) -> Result<Option<bool>> {
-    const KPF_KSM: u64 = 21;
     let pfn = pagemap(addr)?.pfn();
     if pfn == 0 {
         return Ok(None);
     }
-    let path = Path::new("/proc/kpageflags");
-    let file = fs::File::open(path).map_err(|e| Error::file("open", path, e))?;
-    let mut buf = [0u8; 8];
-    file.read_exact_at(&mut buf, pfn * 8)
-        .map_err(|e| Error::file("read", path, e))?;
-    Ok(Some(u64::from_ne_bytes(buf) & (1 << KPF_KSM) != 0))
+    let flags = KPageFlags::new()
+        .and_then(|mut k| k.get_info(Pfn(pfn)))
+        .map_err(|e| proc_error("read", Path::new("/proc/kpageflags"), e))?;
+    Ok(Some(flags.contains(PhysicalPageFlags::KSM)))
 }
 
 /// A process whose memory KSM may be merging.
@@ -182,36 +204,53 @@ pub struct KsmUser {
     pub pid: u32,
     pub ppid: u32,
     pub comm: String,
+    /// Its pages mapped to KSM pages (ksm_merging_pages).
+    pub merging_pages: u64,
+    /// Its pages merged with the zero page (ksm_stat's ksm_zero_pages, 6.10+).
+    pub zero_pages: u64,
 }
 
-/// Processes with memory registered with KSM: ksm_mergeable (6.14+), or
-/// else rmap_items or merged pages in ksm_stat / ksm_merging_pages.
-pub fn ksm_users() -> Vec<KsmUser> {
-    let Ok(dir) = fs::read_dir("/proc") else {
+impl KsmUser {
+    /// Pages that `run=2` or MADV_UNMERGEABLE would copy back apart.
+    pub fn merged_pages(&self) -> u64 {
+        self.merging_pages + self.zero_pages
+    }
+}
+
+/// The pids in /proc, in order.
+pub fn pids() -> Vec<u32> {
+    let Ok(all) = ::procfs::process::all_processes() else {
         return Vec::new();
     };
+    all.flatten()
+        .filter_map(|p| u32::try_from(p.pid()).ok())
+        .collect()
+}
+
+/// Every process with memory registered with KSM: ksm_mergeable (6.14+), or
+/// else rmap_items or merged pages in ksm_stat / ksm_merging_pages.
+pub fn ksm_users() -> Vec<KsmUser> {
     let mut users = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids() {
+        // Kernel threads and processes that are gone have no ksm_stat.
         let Ok(stat) = KsmStat::read(Some(pid)) else {
             continue;
         };
+        let merging_pages = ksm_merging_pages(Some(pid)).unwrap_or(0);
+        let zero_pages = stat.number("ksm_zero_pages").unwrap_or(0).max(0) as u64;
         let active = match stat.flag("ksm_mergeable") {
             Some(m) => m,
-            None => {
-                stat.number("ksm_rmap_items").unwrap_or(0) > 0
-                    || ksm_merging_pages(Some(pid)).unwrap_or(0) > 0
-            }
+            None => stat.number("ksm_rmap_items").unwrap_or(0) > 0 || merging_pages > 0,
         };
-        if active {
+        if active || merging_pages > 0 || zero_pages > 0 {
             let (ppid, comm) = ppid_comm(pid).unwrap_or((0, String::new()));
-            users.push(KsmUser { pid, ppid, comm });
+            users.push(KsmUser {
+                pid,
+                ppid,
+                comm,
+                merging_pages,
+                zero_pages,
+            });
         }
     }
     users
@@ -221,38 +260,50 @@ pub fn ksm_users() -> Vec<KsmUser> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Stat {
     pub comm: String,
+    /// R, S, D, Z, ... (proc(5)).
+    pub state: char,
     pub ppid: u32,
     /// CPU time in user and kernel mode, in clock ticks (sysconf(_SC_CLK_TCK)).
     pub utime: u64,
     pub stime: u64,
 }
 
-/// /proc/<pid>/stat, parsed.
+impl From<::procfs::process::Stat> for Stat {
+    fn from(s: ::procfs::process::Stat) -> Self {
+        Stat {
+            comm: s.comm,
+            state: s.state,
+            ppid: u32::try_from(s.ppid).unwrap_or(0),
+            utime: s.utime,
+            stime: s.stime,
+        }
+    }
+}
+
+/// /proc/<pid>/stat, parsed; None if the process is gone.
 pub fn stat(pid: u32) -> Option<Stat> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    let process = Process::new(i32::try_from(pid).ok()?).ok()?;
+    process.stat().ok().map(Stat::from)
 }
 
 /// Parse /proc/<pid>/stat. comm is in parentheses and may contain spaces and
 /// parentheses itself: the fields after it start after the last ')'.
 pub fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    // From field 3 (state) on; ppid is field 4, utime and stime 14 and 15
-    // (proc(5)).
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    let field = |n: usize| rest.get(n - 3)?.parse::<u64>().ok();
-    Some(Stat {
-        comm,
-        ppid: u32::try_from(field(4)?).ok()?,
-        utime: field(14)?,
-        stime: field(15)?,
-    })
+    ::procfs::process::Stat::from_read(text.as_bytes())
+        .ok()
+        .map(Stat::from)
 }
 
 /// Parent pid and command name from /proc/<pid>/stat.
 pub fn ppid_comm(pid: u32) -> Option<(u32, String)> {
     stat(pid).map(|s| (s.ppid, s.comm))
+}
+
+/// /proc/<pid>/wchan: the kernel function a sleeping task waits in ("0"
+/// while it runs, or without CONFIG_KALLSYMS); None if it cannot be read.
+pub fn wchan(pid: u32) -> Option<String> {
+    let process = Process::new(i32::try_from(pid).ok()?).ok()?;
+    process.wchan().ok().map(|w| w.trim().to_string())
 }
 
 /// Whether `pid` is `ancestor` or descends from it.
@@ -271,15 +322,8 @@ pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
 
 /// A counter from /proc/vmstat (cow_ksm, ksm_swpin_copy, ...), if present.
 pub fn vmstat(name: &str) -> Result<Option<u64>> {
-    let text = read(Path::new("/proc/vmstat"))?;
-    Ok(text.lines().find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        if n == name {
-            v.trim().parse().ok()
-        } else {
-            None
-        }
-    }))
+    let all = ::procfs::vmstat().map_err(|e| proc_error("read", Path::new("/proc/vmstat"), e))?;
+    Ok(all.get(name).and_then(|v| u64::try_from(*v).ok()))
 }
 
 #[cfg(test)]
@@ -287,27 +331,38 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
+    /// ksmd's /proc/<pid>/stat on 7.3 (52 fields).
+    const KSMD_STAT: &str = "41 (ksmd) S 2 0 0 0 -1 2129984 0 0 0 0 17 305 0 0 25 5 1 0 9 0 0 \
+        18446744073709551615 0 0 0 0 0 0 0 2147483647 0 1 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
     #[test]
     fn stat_of_a_kernel_thread() {
-        let text = "41 (ksmd) S 2 0 0 0 -1 2129984 0 0 0 0 17 305 0 0 25 5 1 0 9 0 0 \
-                    18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0 0 0 0 0";
         let want = Stat {
             comm: "ksmd".into(),
+            state: 'S',
             ppid: 2,
             utime: 17,
             stime: 305,
         };
-        assert_eq!(parse_stat(text), Some(want));
+        assert_eq!(parse_stat(KSMD_STAT), Some(want));
     }
 
     #[test]
     fn stat_comm_with_spaces_and_parentheses() {
-        let text = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 5 0 0";
-        let s = parse_stat(text).unwrap();
+        let text = KSMD_STAT.replace("(ksmd) S 2", "(a) b (c)) R 1");
+        let s = parse_stat(&text).unwrap();
         assert_eq!(
-            (s.comm.as_str(), s.ppid, s.utime, s.stime),
-            ("a) b (c)", 1, 3, 4)
+            (s.comm.as_str(), s.state, s.ppid, s.utime, s.stime),
+            ("a) b (c)", 'R', 1, 17, 305)
         );
+    }
+
+    #[test]
+    fn stat_of_this_process_and_wchan_of_ksmd_free_pid() {
+        let me = stat(std::process::id()).unwrap();
+        assert!(matches!(me.state, 'R' | 'S'), "{me:?}");
+        assert_eq!(stat(u32::MAX), None);
+        assert_eq!(wchan(u32::MAX), None);
     }
 
     #[test]
@@ -344,14 +399,21 @@ mod tests {
         assert!(KsmStat::parse(text, Path::new("ksm_stat")).is_err());
     }
 
+    /// As the kernel writes it: a space after the inode even without a name.
     const SMAPS: &str = "\
-7f0000000000-7f0000003000 rw-p 00000000 00:00 0
+7f0000000000-7f0000003000 rw-p 00000000 00:00 0 \n\
 Size:                 12 kB
 VmFlags: rd wr mr mw me ac mg
-7f0000004000-7f0000005000 rw-p 00000000 00:00 0
+7f0000004000-7f0000005000 rw-p 00000000 00:00 0                          [heap]
 Size:                  4 kB
 VmFlags: rd wr mr mw me ac
 ";
+
+    #[test]
+    fn smaps_flag_names() {
+        let flags = vm_flags_in(SMAPS, 0x7f0000000000).unwrap();
+        assert_eq!(flags, ["rd", "wr", "mr", "mw", "me", "ac", "mg"]);
+    }
 
     #[rstest]
     #[case(0x7f0000000000, Some(true))]
@@ -376,6 +438,7 @@ VmFlags: rd wr mr mw me ac
     #[rstest]
     #[case(0, false, false, 0)]
     #[case(1 << 63 | 1234, true, false, 1234)]
+    #[case(1 << 63 | 1 << 56 | 1234, true, false, 1234)]
     #[case(1 << 62 | 99, false, true, 0)]
     fn pagemap_bits(
         #[case] raw: u64,
@@ -385,5 +448,27 @@ VmFlags: rd wr mr mw me ac
     ) {
         let e = PageMapEntry(raw);
         assert_eq!((e.present(), e.swapped(), e.pfn()), (present, swapped, pfn));
+    }
+
+    #[test]
+    fn pagemap_of_a_touched_and_an_untouched_page() {
+        let mut m = crate::Mapping::anon(2).unwrap();
+        m.fill(0, 3);
+        assert!(pagemap(m.page_addr(0)).unwrap().present());
+        assert!(!pagemap(m.page_addr(1)).unwrap().present());
+    }
+
+    #[test]
+    fn vmstat_counters() {
+        assert!(vmstat("pgfault").unwrap().is_some_and(|n| n > 0));
+        assert_eq!(vmstat("no_such_counter").unwrap(), None);
+    }
+
+    #[test]
+    fn this_process_mapping_flags() {
+        let m = crate::Mapping::anon(1).unwrap();
+        let flags = vm_flags(m.addr()).unwrap();
+        assert!(flags.iter().any(|f| f == "rd") && flags.iter().any(|f| f == "wr"));
+        assert!(!is_mergeable(m.addr()).unwrap());
     }
 }

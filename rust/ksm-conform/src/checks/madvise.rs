@@ -52,12 +52,12 @@ pub const CHECKS: &[Check] = &[
     },
     Check {
         name: "madvise/shared_anon_accepted_but_never_merged",
-        requires: &[Req::Root, Req::Ksm, Req::PageFlags],
+        requires: &[Req::Root, Req::Ksm],
         body: shared_anon_never_merged,
     },
     Check {
         name: "madvise/file_pagecache_never_merged_but_its_cow_copies_are",
-        requires: &[Req::Root, Req::Ksm, Req::PageFlags],
+        requires: &[Req::Root, Req::Ksm],
         body: file_pagecache_never_merged,
     },
     Check {
@@ -287,10 +287,9 @@ fn shared_anon_never_merged(ctx: &mut Ctx) -> CheckResult {
         2,
         "merging pages (control only)"
     );
-    ensure!(
-        super::ksm_pages(&shared)?.iter().all(|k| !k),
-        "a MAP_SHARED page became a KSM page"
-    );
+    // Identical shmem pages on frames of their own: not merged.
+    super::distinct_frames(&shared, 0..16, "MAP_SHARED pages")?;
+    super::kpf_agrees(ctx, &shared, |_| false)?;
     ensure_content(&shared, |_| 1)?;
     ensure_content(&control, |_| 1)
 }

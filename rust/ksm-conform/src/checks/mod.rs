@@ -1,9 +1,11 @@
 //! The checks, one module per group. Each check's name reads as the
 //! ksm.rst clause (or the mm/ksm.c behaviour behind it) that it verifies.
 
+pub mod areas;
 pub mod madvise;
 pub mod merging;
 pub mod numa;
+pub mod placement;
 pub mod pressure;
 pub mod process;
 pub mod procfs;
@@ -11,12 +13,15 @@ pub mod run;
 pub mod scan;
 pub mod swap;
 pub mod sysfs;
+pub mod trees;
+
+use std::ops::Range;
 
 use ksm::procfs::{is_ksm_page, pagemap};
 use ksm::{Advice, Mapping};
 
-use crate::ctx::{CheckResult, Fail, call};
-use crate::ensure;
+use crate::ctx::{CheckResult, Ctx, Fail, call};
+use crate::{ensure, ensure_eq};
 
 /// `pages` private anonymous pages filled with `seed` (equal seeds, equal
 /// pages) and advised MADV_MERGEABLE.
@@ -64,6 +69,45 @@ fn every_page_seen(flags: Vec<Option<bool>>) -> CheckResult<Vec<bool>> {
             })
         })
         .collect()
+}
+
+/// The pages `range` of `m` all map one frame, which is returned: for
+/// private anonymous pages that were written, one KSM page. Frames (from
+/// /proc/self/pagemap, as root) are the evidence of merging that every
+/// kernel gives; /proc/kpageflags is not trustworthy everywhere.
+pub(crate) fn one_frame(m: &Mapping, range: Range<usize>) -> CheckResult<u64> {
+    let frames = &pfns(m)?[range.clone()];
+    ensure!(
+        !frames.is_empty() && frames[0] != 0 && frames.iter().all(|f| *f == frames[0]),
+        "pages {range:?} do not map one frame: {frames:?}"
+    );
+    Ok(frames[0])
+}
+
+/// Every page of `range` in `m` is present on a frame of its own.
+pub(crate) fn distinct_frames(m: &Mapping, range: Range<usize>, what: &str) -> CheckResult {
+    let frames = &pfns(m)?[range];
+    let mut sorted = frames.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    ensure!(
+        !frames.contains(&0) && sorted.len() == frames.len(),
+        "{what}: not a frame of their own each: {frames:?}"
+    );
+    Ok(())
+}
+
+/// Where /proc/kpageflags tells KSM pages apart (Env::page_flags), page i
+/// of `m` must be a KSM page exactly when `ksm(i)`; elsewhere the frames
+/// are the evidence and this adds nothing.
+pub(crate) fn kpf_agrees(ctx: &Ctx, m: &Mapping, ksm: impl Fn(usize) -> bool) -> CheckResult {
+    if ctx.env.page_flags.is_err() {
+        return Ok(());
+    }
+    for (i, is_ksm) in ksm_pages(m)?.into_iter().enumerate() {
+        ensure_eq!(is_ksm, ksm(i), "KPF_KSM of page {i}");
+    }
+    Ok(())
 }
 
 /// The page frame numbers behind `m` (0 where not present).

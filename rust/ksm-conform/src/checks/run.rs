@@ -8,7 +8,7 @@ use ksm::Knob;
 use ksm::procfs::{self, is_mergeable};
 use nix::errno::Errno;
 
-use super::{ensure_content, ksm_pages, mergeable};
+use super::{distinct_frames, ensure_content, kpf_agrees, mergeable, one_frame};
 use crate::ctx::{CheckResult, Ctx};
 use crate::registry::{Check, Req};
 use crate::{ensure, ensure_eq};
@@ -21,12 +21,12 @@ pub const CHECKS: &[Check] = &[
     },
     Check {
         name: "run/0_stops_ksmd_and_keeps_merged_pages",
-        requires: &[Req::Root, Req::Ksm, Req::PageFlags],
+        requires: &[Req::Root, Req::Ksm],
         body: zero_stops_and_keeps,
     },
     Check {
         name: "run/2_unmerges_all_and_keeps_areas_registered",
-        requires: &[Req::Root, Req::Ksm, Req::PageFlags],
+        requires: &[Req::Root, Req::Ksm],
         body: two_unmerges_and_keeps_registered,
     },
 ];
@@ -61,6 +61,7 @@ fn merged(ctx: &mut Ctx) -> CheckResult<ksm::Mapping> {
 
 fn zero_stops_and_keeps(ctx: &mut Ctx) -> CheckResult {
     let m = merged(ctx)?;
+    let ksm_frame = one_frame(&m, 0..PAGES)?;
     // Time one scan while ksmd runs, to know how long "stopped" must last
     // before it means something.
     let t = Instant::now();
@@ -88,10 +89,12 @@ fn zero_stops_and_keeps(ctx: &mut Ctx) -> CheckResult {
         PAGES as u64,
         "ksm_merging_pages after run=0"
     );
-    ensure!(
-        ksm_pages(&m)?.iter().all(|k| *k),
-        "a page stopped being a KSM page after run=0"
+    ensure_eq!(
+        one_frame(&m, 0..PAGES)?,
+        ksm_frame,
+        "frame of the merged pages after run=0"
     );
+    kpf_agrees(ctx, &m, |_| true)?;
     ensure_content(&m, |_| 1)
 }
 
@@ -110,10 +113,8 @@ fn two_unmerges_and_keeps_registered(ctx: &mut Ctx) -> CheckResult {
         0,
         "ksm_merging_pages after run=2"
     );
-    ensure!(
-        ksm_pages(&m)?.iter().all(|k| !k),
-        "a KSM page survived run=2"
-    );
+    distinct_frames(&m, 0..PAGES, "after run=2")?;
+    kpf_agrees(ctx, &m, |_| false)?;
     ensure_content(&m, |_| 1)?;
     ensure!(
         is_mergeable(m.addr())?,
