@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ksm::scan::{wait_full_scans, wait_within_scans};
 use ksm::{Knob, KnobGuard, Session, Sysfs};
-use ksm_conform::cgroup::Memcg;
+use ksm_conform::cgroup::Hierarchy;
 use nix::errno::Errno;
 
 use crate::counters::{Counters, Quiet};
@@ -63,7 +63,7 @@ pub struct Shared<'s> {
     pub workers: Vec<u32>,
     pub nodes: Vec<usize>,
     pub ksmd: Option<u32>,
-    pub memcg: Option<Memcg>,
+    pub memcg: Option<Hierarchy>,
     pub exe: PathBuf,
     pub seed: u64,
     pub pages_to_scan: u64,
@@ -309,7 +309,7 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
             None
         }
     };
-    let memcg = Memcg::probe()
+    let memcg = Hierarchy::probe("memory")
         .inspect_err(|why| skipped.push(format!("memory cgroup: {why}")))
         .ok();
     match hotplug::movable_blocks(Path::new(hotplug::MEMORY)) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ksm::Session;
 use ksm::mem::{Advice, madvise};
-use ksm_conform::cgroup::Memcg;
+use ksm_conform::cgroup::Hierarchy;
 use nix::errno::Errno;
 
 use crate::content::Rng;
@@ -100,7 +100,7 @@ impl Episode {
 /// One episode; what it counted goes to `stats`. `spawn` makes the worker
 /// process (stdin and stdout piped).
 pub fn episode(
-    memcg: &Memcg,
+    memcg: &Hierarchy,
     session: &Session,
     name: &str,
     mut spawn: Command,
