@@ -50,8 +50,19 @@ const ANSWER: Duration = Duration::from_secs(600);
 /// How long ksmd may take for the full scans the checks wait for.
 const SCANS: Duration = Duration::from_secs(600);
 
-/// An actor thread's body.
+/// An actor thread's body: it returns when the campaign stops, or at once
+/// if it has nothing to do on this kernel.
 type Actor = fn(&Shared);
+
+/// The actors that park at each phase's end.
+const ACTORS: [(&str, Actor); 6] = [
+    ("knobs", knobs::knob_actor),
+    ("run", knobs::run_actor),
+    ("migration", migration::actor),
+    ("hotplug", hotplug::actor),
+    ("faults", faults::ksmd_actor),
+    ("memcg", memcg::actor),
+];
 
 /// What the actor threads share.
 pub struct Shared<'s> {
@@ -376,7 +387,7 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
     set(&mut guard, Knob::Run, "1")?;
 
     let shared = Shared {
-        ctl: Control::paused(),
+        ctl: Control::paused(ACTORS.len()),
         session: &session,
         knobs: Mutex::new(guard),
         stats: Mutex::new(stats),
@@ -390,40 +401,27 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
         pages_to_scan: cfg.pages_to_scan,
         offline_timeout: cfg.offline_timeout,
     };
-    let actors: [(&str, Actor); 7] = [
-        ("knobs", knobs::knob_actor),
-        ("run", knobs::run_actor),
-        ("migration", migration::actor),
-        ("hotplug", hotplug::actor),
-        ("faults", faults::ksmd_actor),
-        ("memcg", memcg::actor),
-        ("counters", sample_counters),
-    ];
     let mut maxima = BTreeMap::new();
     let mut phases = 0;
     std::thread::scope(|s| {
-        let mut running = 0;
-        for (name, actor) in actors {
-            let sh = &shared;
+        let sh = &shared;
+        for (name, actor) in ACTORS {
             std::thread::Builder::new()
                 .name(name.into())
-                .spawn_scoped(s, move || actor(sh))
+                .spawn_scoped(s, move || {
+                    actor(sh);
+                    sh.ctl.retire();
+                })
                 .expect("spawn an actor thread");
-            running += 1;
         }
-        // The counters' sampler never parks; the others do.
-        let parkers = running - 1;
+        // The counters' sampler never parks.
+        std::thread::Builder::new()
+            .name("counters".into())
+            .spawn_scoped(s, move || sample_counters(sh))
+            .expect("spawn the counters' sampler");
         while start.elapsed() < cfg.duration {
             phases += 1;
-            phase(
-                &shared,
-                &mut workers,
-                phases,
-                cfg,
-                start,
-                parkers,
-                &mut maxima,
-            );
+            phase(&shared, &mut workers, phases, cfg, start, &mut maxima);
         }
         shared.ctl.stop();
     });
@@ -493,7 +491,6 @@ fn phase(
     n: u32,
     cfg: &Config,
     start: Instant,
-    parkers: usize,
     maxima: &mut BTreeMap<String, u64>,
 ) {
     let mut stats = Stats::default();
@@ -506,6 +503,20 @@ fn phase(
     };
     let mps = MAX_PAGE_SHARING[n as usize % MAX_PAGE_SHARING.len()].to_string();
     if knobs::set(sh, Knob::Run, "2", "run=2 between phases", &[Errno::ENOMEM]).is_ok() {
+        // Nothing runs and nothing exits now: no KSM page may be left.
+        let c = Counters::read(sh.sysfs());
+        stats.event(
+            "run=2 with every worker paused, then no KSM page checked",
+            1,
+        );
+        for k in [Knob::PagesShared, Knob::PagesSharing] {
+            if c.get(k) != 0 {
+                stats.error(format!(
+                    "phase {n}: right after run=2 with every worker paused: {k} reads {}",
+                    c.get(k)
+                ));
+            }
+        }
         let _ = knobs::set(
             sh,
             Knob::MergeAcrossNodes,
@@ -543,7 +554,7 @@ fn phase(
             Duration::from_millis(250).min(end.saturating_duration_since(Instant::now())),
         );
     }
-    sh.ctl.pause(parkers);
+    sh.ctl.pause();
     for w in workers.iter_mut() {
         w.tell(Cmd::Pause, &mut stats);
     }

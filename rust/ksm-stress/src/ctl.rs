@@ -3,7 +3,9 @@
 //! each operation and sleeps with [`Control::sleep`], which a pause or a
 //! stop cuts short; an operation under way is always finished first, so
 //! that every actor parks with the system in its resting state (run=1,
-//! every block online, no fault armed on ksmd).
+//! every block online, no fault armed on ksmd). An actor with nothing to
+//! do on this kernel returns at once and [`Control::retire`]s: a pause does
+//! not wait for it.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ struct State {
     paused: bool,
     stop: bool,
     parked: usize,
+    /// Actors that park on a pause (started and not retired).
+    active: usize,
 }
 
 #[derive(Debug, Default)]
@@ -22,11 +26,30 @@ pub struct Control {
 }
 
 impl Control {
-    /// Actors start parked: the first phase resumes them.
-    pub fn paused() -> Control {
+    /// `actors` threads that park on a pause; they start parked: the
+    /// first phase resumes them.
+    pub fn paused(actors: usize) -> Control {
         let c = Control::default();
-        c.lock().paused = true;
+        {
+            let mut s = c.lock();
+            s.paused = true;
+            s.active = actors;
+        }
         c
+    }
+
+    /// An actor leaves for good: pauses no longer wait for it.
+    pub fn retire(&self) {
+        let mut s = self.lock();
+        s.active = s.active.saturating_sub(1);
+        self.cv.notify_all();
+    }
+
+    /// Whether a pause or the stop was asked for: a long operation's
+    /// waits end early then.
+    pub fn pausing(&self) -> bool {
+        let s = self.lock();
+        s.paused || s.stop
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -83,12 +106,12 @@ impl Control {
         !s.stop
     }
 
-    /// Ask every actor to park, and wait until `actors` of them have.
-    pub fn pause(&self, actors: usize) {
+    /// Ask every actor to park, and wait until every active one has.
+    pub fn pause(&self) {
         let mut s = self.lock();
         s.paused = true;
         self.cv.notify_all();
-        while s.parked < actors && !s.stop {
+        while s.parked < s.active && !s.stop {
             s = self
                 .cv
                 .wait_timeout(s, Duration::from_millis(100))
@@ -115,7 +138,7 @@ mod tests {
 
     #[test]
     fn actors_park_on_pause_and_leave_on_stop() {
-        let ctl = Control::paused();
+        let ctl = Control::paused(4);
         let ops = AtomicU32::new(0);
         std::thread::scope(|s| {
             for _ in 0..3 {
@@ -124,16 +147,22 @@ mod tests {
                         ops.fetch_add(1, Ordering::SeqCst);
                         ctl.sleep(Duration::from_secs(60));
                     }
+                    ctl.retire();
                 });
             }
-            ctl.pause(3);
+            // The fourth has nothing to do: without its retiring, every
+            // pause would wait for it forever.
+            s.spawn(|| ctl.retire());
+            ctl.pause();
             assert_eq!(ops.load(Ordering::SeqCst), 0, "started paused");
             ctl.resume();
             while ops.load(Ordering::SeqCst) < 3 {
                 std::thread::yield_now();
             }
+            assert!(!ctl.pausing());
             // The 60 s sleeps are cut short by the pause.
-            ctl.pause(3);
+            ctl.pause();
+            assert!(ctl.pausing());
             let parked = ops.load(Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(50));
             assert_eq!(ops.load(Ordering::SeqCst), parked, "nothing runs paused");

@@ -130,7 +130,9 @@ pub fn episode(
         }
         let start = Instant::now();
         let mut merged = 0;
-        while start.elapsed() < MERGE_WAIT && ctl.sleep(Duration::from_millis(500)) {
+        // Cut short by a pause: the episode goes on with what is merged.
+        while start.elapsed() < MERGE_WAIT && !ctl.pausing() {
+            ctl.sleep(Duration::from_millis(500));
             merged = ksm::procfs::ksm_merging_pages(Some(pid)).unwrap_or(0);
             if merged as usize >= PAGES / 2 {
                 break;
