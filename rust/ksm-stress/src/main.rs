@@ -56,7 +56,7 @@ enum Cmd {
         #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=64))]
         workers: u32,
         /// Pages per worker, a multiple of 16.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = parse_pages)]
         pages: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -146,6 +146,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// A positive multiple of the worker's chunk.
+fn parse_pages(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 && n % worker::CHUNK == 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?}: expected a positive multiple of {}",
+            worker::CHUNK
+        )),
+    }
+}
+
 fn fail(msg: &str, code: u8) -> ExitCode {
     eprintln!("ksm-stress: error: {msg}");
     ExitCode::from(code)
@@ -164,12 +175,6 @@ fn main() -> ExitCode {
             offline_timeout,
             json,
         } => {
-            if pages == 0 || pages % worker::CHUNK != 0 {
-                return fail(
-                    &format!("--pages must be a positive multiple of {}", worker::CHUNK),
-                    2,
-                );
-            }
             if !nix::unistd::geteuid().is_root() {
                 return fail(
                     "must run as root (KSM's knobs, pagemap frames, memory blocks)",
@@ -294,6 +299,59 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         for bad in ["", "0", "5d", "m", "-3"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(std::iter::once("ksm-stress").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn run_takes_its_defaults_and_options() {
+        let Cmd::Run {
+            duration,
+            phase,
+            workers,
+            pages,
+            json,
+            ..
+        } = parse(&["run"]).unwrap().cmd
+        else {
+            panic!("not run");
+        };
+        assert_eq!((duration.as_secs(), phase.as_secs()), (1800, 60));
+        assert_eq!((workers, pages, json), (6, 1024, None));
+        let Cmd::Run {
+            duration, pages, ..
+        } = parse(&["run", "--duration", "2m", "--pages", "32"])
+            .unwrap()
+            .cmd
+        else {
+            panic!("not run");
+        };
+        assert_eq!((duration.as_secs(), pages), (120, 32));
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_reason() {
+        for (args, says) in [
+            (&["run", "--pages", "100"][..], "multiple of 16"),
+            (&["run", "--pages", "0"], "multiple of 16"),
+            (&["run", "--pages", "lots"], "multiple of 16"),
+            (&["run", "--workers", "0"], "--workers"),
+            (&["run", "--workers", "65"], "--workers"),
+            (&["run", "--duration", "5d"], "unit must be s, m or h"),
+            (&["run", "--phase", "0"], "must be more than 0"),
+            (&["run", "--seed", "x"], "--seed"),
+            (&["run", "--bogus"], "--bogus"),
+            (&["report"], "--column"),
+            (&["fly"], "fly"),
+        ] {
+            let e = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(e.contains(says), "{args:?}: {e}");
         }
     }
 
