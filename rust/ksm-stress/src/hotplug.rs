@@ -79,15 +79,11 @@ pub enum Offline {
     TimedOut,
 }
 
-/// Take `block` offline: the write runs in a child process (`exe
-/// write-file PATH VALUE`, see [`write_and_exit`]) that is killed after
-/// `timeout`.
-pub fn offline(block: &Block, exe: &Path, timeout: Duration) -> io::Result<Offline> {
-    let mut child = Command::new(exe)
-        .arg("write-file")
-        .arg(block.dir.join("state"))
-        .arg("offline")
-        .spawn()?;
+/// Take `block` offline: the write runs in a child process (`writer`, this
+/// program's `write-file` subcommand, see [`write_and_exit`]) that is
+/// killed after `timeout`.
+pub fn offline(block: &Block, mut writer: Command, timeout: Duration) -> io::Result<Offline> {
+    let mut child = writer.arg(block.dir.join("state")).arg("offline").spawn()?;
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
@@ -151,7 +147,7 @@ pub fn actor(sh: &Shared) {
             holding[rng.below(holding.len() as u64) as usize]
         };
         let (block, held) = (&blocks[i], ksm[i]);
-        match offline(block, &sh.exe, sh.offline_timeout) {
+        match offline(block, sh.command("write-file"), sh.offline_timeout) {
             Ok(Offline::Done) => {
                 let mut st = sh.stats();
                 st.ok("offline a movable memory block");

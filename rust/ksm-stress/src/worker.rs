@@ -123,6 +123,8 @@ pub struct Worker {
     chunks: Vec<Chunk>,
     /// A PROT_NONE reservation one chunk long, where mremap moves a chunk.
     scratch: usize,
+    /// The reservation could not be made again: no more mremaps.
+    scratch_lost: bool,
     children: Vec<libc::pid_t>,
     make_it_fail: Option<File>,
     stats: Stats,
@@ -218,6 +220,7 @@ impl Worker {
             chunks: vec![Chunk::Live { advised: false }; args.pages / CHUNK],
             base,
             scratch,
+            scratch_lost: false,
             children: Vec::new(),
             make_it_fail,
             stats: Stats::default(),
@@ -439,6 +442,9 @@ impl Worker {
     /// Move a chunk onto the scratch reservation, check it there, move it
     /// back, and reserve the scratch again.
     fn mremap(&mut self, chunk: usize) {
+        if self.scratch_lost {
+            return;
+        }
         let (addr, len) = (self.chunk_addr(chunk), CHUNK * PAGE);
         let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
         // SAFETY: moves our chunk onto our scratch reservation (which it
@@ -479,9 +485,21 @@ impl Worker {
             return;
         }
         self.verify_chunk(chunk, "after mremap back");
-        self.scratch = map_anon(Some(self.scratch), len, libc::PROT_NONE)
+        // Reserve the scratch again: mremap with MREMAP_FIXED replaces
+        // whatever lies there, so it must stay ours.
+        match map_anon(Some(self.scratch), len, libc::PROT_NONE)
             .or_else(|_| map_anon(None, len, libc::PROT_NONE))
-            .unwrap_or(self.scratch);
+        {
+            Ok(at) => self.scratch = at,
+            Err(e) => {
+                self.stats.error(format!(
+                    "worker {}: no scratch reservation after mremap: {}",
+                    self.args.id,
+                    errno_name(e)
+                ));
+                self.scratch_lost = true;
+            }
+        }
         self.stats.ok(Op::Mremap.name());
     }
 
