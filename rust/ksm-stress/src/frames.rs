@@ -34,6 +34,19 @@ pub fn kpageflags(file: &File, first: u64, count: usize) -> io::Result<Vec<u64>>
         .collect())
 }
 
+/// Whether a pagemap entry is a page swapped out to one of `swap_areas`
+/// swap areas: pagemap marks migration entries as swapped too, but their
+/// swap type (bits 0-4) lies above every real area's
+/// (Documentation/admin-guide/mm/pagemap.rst).
+pub fn swapped_out(entry: PageMapEntry, swap_areas: u64) -> bool {
+    entry.swapped() && (entry.0 & 0x1f) < swap_areas
+}
+
+/// Active swap areas: the lines of /proc/swaps below its header.
+pub fn swap_areas(proc_swaps: &str) -> u64 {
+    proc_swaps.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64
+}
+
 pub fn is_ksm(flags: u64) -> bool {
     flags & (1 << KPF_KSM) != 0
 }
@@ -74,6 +87,21 @@ mod tests {
         assert_eq!(count_ksm(&path, 0, 5).unwrap(), 2);
         assert_eq!(count_ksm(&path, 2, 2).unwrap(), 1);
         assert!(count_ksm(&path, 4, 2).is_err(), "beyond the end");
+    }
+
+    #[test]
+    fn only_swap_entries_of_a_real_area_are_swapped_out() {
+        let swap = PageMapEntry((1 << 62) | (77 << 5));
+        let migration = PageMapEntry((1 << 62) | (77 << 5) | 30);
+        let present = PageMapEntry((1 << 63) | 42);
+        assert!(swapped_out(swap, 1));
+        assert!(!swapped_out(swap, 0), "no swap area");
+        assert!(!swapped_out(migration, 1));
+        assert!(!swapped_out(present, 1));
+        let swaps = "Filename\tType\tSize\tUsed\tPriority\n/dev/zram0 partition 524284 0 -2\n";
+        assert_eq!(swap_areas(swaps), 1);
+        assert_eq!(swap_areas("Filename\tType\tSize\tUsed\tPriority\n"), 0);
+        assert_eq!(swap_areas(""), 0);
     }
 
     #[test]

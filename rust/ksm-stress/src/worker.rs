@@ -127,6 +127,8 @@ pub struct Worker {
     scratch_lost: bool,
     children: Vec<libc::pid_t>,
     make_it_fail: Option<File>,
+    /// Active swap areas when the worker started (the guest's zram).
+    swap_areas: u64,
     stats: Stats,
     pid: u32,
 }
@@ -223,6 +225,9 @@ impl Worker {
             scratch_lost: false,
             children: Vec::new(),
             make_it_fail,
+            swap_areas: frames::swap_areas(
+                &std::fs::read_to_string("/proc/swaps").unwrap_or_default(),
+            ),
             stats: Stats::default(),
             pid: std::process::id(),
             args,
@@ -546,7 +551,7 @@ impl Worker {
         );
         if let (Some(before), Ok(after)) = (before, after) {
             for (b, a) in before.iter().zip(&after) {
-                if a.swapped() {
+                if frames::swapped_out(*a, self.swap_areas) {
                     self.stats.event("pages paged out to swap", 1);
                     if matches!(b, Some((_, true))) {
                         self.stats.event("KSM pages paged out to swap", 1);
