@@ -13,14 +13,16 @@
 # for benchmarks/run.sh; bench-quick: small sizes, one boot each), debug-test
 # (the guest tests on the KASAN/lockdep/DEBUG_VM build), matrix (the suite on
 # several kernels, KERNELS=... for some), mergeflip KERNELS=... (the reproducer
-# of issue 11 in a guest of each).
+# of issue 11 in a guest of each), stress DURATION=30m (the stress and fault
+# campaign of docs/stress.md on the patched and the stock debug kernels with
+# kprobe events, side by side; STRESS_ARGS=... for ci/stress.sh).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
 
 SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel c-kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix compare bench bench-quick debug-test mergeflip
+	selftests suite vm patches check-series matrix compare bench bench-quick debug-test mergeflip stress
 
 run: suite kernel
 	ci/run.sh
@@ -88,3 +90,7 @@ debug-test: suite debug-kernel
 
 mergeflip: suite
 	ci/mergeflip.sh $(KERNELS)
+
+DURATION ?= 30m
+stress: suite
+	ci/stress.sh --duration $(DURATION) $(STRESS_ARGS)

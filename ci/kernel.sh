@@ -12,6 +12,8 @@
 #   stock-debug  pristine 7.3, the same checkers (base mm rust debug)
 #   fix, fix-debug  pristine 7.3 with only the stand-alone fix of
 #            docs/mergeflip/ (ci/fix-tree.sh), configured as stock, stock-debug
+#   stress, stock-stress  debug, stock-debug with kprobe events and the
+#            function tracer, for the stress campaign's counts (ci/stress.sh)
 #
 # Each variant has its own output directory under $KSMRS_CACHE (variant_out in ci/lib.sh), its .config merged
 # from kernel-config/ fragments with scripts/kconfig/merge_config.sh on top of
@@ -30,7 +32,9 @@ case "$variant" in
 	stock-debug) tree=$STOCK_TREE; frags=(base mm rust debug) ;;
 	fix)     tree=$FIX_TREE;   frags=(base mm rust) ;;
 	fix-debug) tree=$FIX_TREE; frags=(base mm rust debug) ;;
-	*) die "usage: ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug|stock-debug|fix|fix-debug [make targets]" ;;
+	stress)  tree=$TREE;       frags=(base mm rust ksm-rs debug stress) ;;
+	stock-stress) tree=$STOCK_TREE; frags=(base mm rust debug stress) ;;
+	*) die "usage: ci/kernel.sh patched|patched-c|patched-base|stock|noksm|debug|stock-debug|fix|fix-debug|stress|stock-stress [make targets]" ;;
 esac
 [ "$tree" = "$FIX_TREE" ] || [ -f "$tree/Makefile" ] || die "no kernel tree at $tree: run ci/tree.sh (make tree)"
 
@@ -47,7 +51,7 @@ fi
 if [ "$tree" = "$FIX_TREE" ]; then "$KSMRS_ROOT/ci/fix-tree.sh"; fi
 mkdir -p "$out" "$CCACHE_DIR"
 export PATH=$KERNEL_PATH
-if [[ $variant == *debug ]]; then
+if [[ $variant == *debug || $variant == *stress ]]; then
 	# Rust with KASAN needs Clang.
 	MAKEFLAGS_KSMRS=(LLVM=-19 CC="ccache clang-19")
 else

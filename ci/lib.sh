@@ -51,7 +51,7 @@ FIX_PATCHES=$KSMRS_ROOT/docs/mergeflip # ... whose *.patch files that is
 # The output directory of a kernel variant (see ci/kernel.sh).
 variant_out() {
 	case "$1" in
-		stock|stock-debug) echo "$KSMRS_CACHE/stock/out-$1" ;;
+		stock|stock-debug|stock-stress) echo "$KSMRS_CACHE/stock/out-$1" ;;
 		fix|fix-debug) echo "$KSMRS_CACHE/fix/out-$1" ;;
 		*) echo "$KSMRS_CACHE/linux/out-$1" ;;
 	esac

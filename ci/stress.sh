@@ -7,7 +7,8 @@
 #                [--run-args "ARGS"] [KERNEL...]
 #
 #   KERNEL       a variant of ci/kernel.sh, built first unless --no-build,
-#                or a build directory or bzImage (default: debug stock-debug)
+#                or a build directory or bzImage (default: stress
+#                stock-stress, the debug kernels with kprobe events)
 #   --duration   per kernel: seconds, or 90s, 30m, 1h (default 30m)
 #   --phase      between two checks of every page (default 60s)
 #   --run-args   more options for `ksm-stress run` (--workers, --pages, --seed)
@@ -25,17 +26,20 @@ duration=30m phase=60s build=1 res=$KSMRS_ROOT/out/stress run_args=""
 kernels=()
 while [ $# -gt 0 ]; do
 	case "$1" in
+		--duration|--phase|--out|--run-args) [ $# -ge 2 ] || die "$1 needs a value (see --help)" ;;
+	esac
+	case "$1" in
 		--duration) duration=$2; shift 2 ;;
 		--phase) phase=$2; shift 2 ;;
 		--no-build) build=0; shift ;;
 		--out) res=$2; shift 2 ;;
 		--run-args) run_args=$2; shift 2 ;;
-		-h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,/^source/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 		-*) die "unknown option $1 (see --help)" ;;
 		*) kernels+=("$1"); shift ;;
 	esac
 done
-[ ${#kernels[@]} -gt 0 ] || kernels=(debug stock-debug)
+[ ${#kernels[@]} -gt 0 ] || kernels=(stress stock-stress)
 
 # Seconds in "90", "90s", "30m", "1h" (what ksm-stress accepts).
 seconds() {
