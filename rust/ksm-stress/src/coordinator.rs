@@ -494,7 +494,7 @@ fn phase(
     maxima: &mut BTreeMap<String, u64>,
 ) {
     let mut stats = Stats::default();
-    // Odd phases without merge_across_nodes (two nodes), and a different
+    // Even phases without merge_across_nodes (two nodes), and a different
     // max_page_sharing each phase; both need run=2 first.
     let mab = if sh.nodes.len() > 1 && n % 2 == 0 {
         "0"

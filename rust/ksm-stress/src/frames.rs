@@ -44,7 +44,11 @@ pub fn swapped_out(entry: PageMapEntry, swap_areas: u64) -> bool {
 
 /// Active swap areas: the lines of /proc/swaps below its header.
 pub fn swap_areas(proc_swaps: &str) -> u64 {
-    proc_swaps.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64
+    proc_swaps
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64
 }
 
 pub fn is_ksm(flags: u64) -> bool {
