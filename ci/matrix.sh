@@ -3,7 +3,7 @@
 #   ci/matrix.sh [KERNEL...]     (default: all, in this order)
 #
 #   debian-6.1 debian-6.12 debian-7.3   stock Debian kernels (ci/debian-kernel.sh)
-#   stock noksm patched                 our 7.3 builds (ci/kernel.sh, always run:
+#   stock patched-c noksm patched       our 7.3 builds (ci/kernel.sh, always run:
 #                                       it is incremental)
 #   native                              this machine's running kernel, as root
 #
@@ -28,7 +28,7 @@
 # results, not errors), 2 for a bad kernel name.
 source "$(dirname "$0")/lib.sh"
 
-ALL_KERNELS=(debian-6.1 debian-6.12 debian-7.3 stock noksm patched native)
+ALL_KERNELS=(debian-6.1 debian-6.12 debian-7.3 stock patched-c noksm patched native)
 TIMEOUT=${MATRIX_TIMEOUT:-900}      # per guest, boot included
 QEMU_WAIT=${MATRIX_QEMU_WAIT:-1800} # how long to wait for someone else's qemu
 BUILD_WAIT=${MATRIX_BUILD_WAIT:-3600} # ... and for someone else's build of a variant
@@ -154,7 +154,7 @@ run_column() {
 				status=failed reason="fetching the Debian packages failed: $(last_error "$res/fetch.log")"
 			fi
 			;;
-		stock|noksm|patched)
+		stock|patched-c|noksm|patched)
 			kernel=$(variant_out "$k")
 			tree=$TREE
 			[ "$k" = stock ] && tree=$STOCK_TREE
@@ -174,7 +174,8 @@ run_column() {
 			case "$k" in
 				stock) title="our 7.3 build, pristine ($LINUX_SRC_PKG $LINUX_SRC_VERSION${from:+, $from}; kernel-config base, mm, rust)" ;;
 				noksm) title="our 7.3 build with the series${from:+ at $from}, CONFIG_KSM=n (kernel-config base, mm, rust, noksm)" ;;
-				patched) title="our 7.3 build with the series${from:+ at $from} (kernel-config base, mm, rust, ksm-rs)" ;;
+				patched-c) title="our 7.3 build with the series${from:+ at $from}, the C choice (kernel-config base, mm, rust, ksm-rs, ksm-c)" ;;
+				patched) title="our 7.3 build with the series${from:+ at $from}, the Rust choice (kernel-config base, mm, rust, ksm-rs)" ;;
 			esac
 			[ -f "$kernel/arch/x86/boot/bzImage" ] &&
 				title="$title, built $(date -u -r "$kernel/arch/x86/boot/bzImage" '+%F %R UTC')"
@@ -306,7 +307,7 @@ summary=()
 # Pairs compared check by check, of the columns there are (ksm-matrix refuses
 # a pair naming a missing one).
 pairs=()
-for p in stock,patched debian-7.3,stock; do
+for p in stock,patched stock,patched-c debian-7.3,stock; do
 	[ -f "$DOCS/${p%,*}.run" ] && [ -f "$DOCS/${p#*,}.run" ] && pairs+=(--pair "$p")
 done
 "$GENERATE" --out "$KSMRS_ROOT/docs/conformance-matrix.md" "${summary[@]}" "${pairs[@]}" "${flips[@]}" "${runs[@]}"
