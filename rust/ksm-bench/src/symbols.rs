@@ -107,15 +107,30 @@ impl Objects {
             .canonicalize()
             .map_err(|e| format!("{}: {e}", build.display()))?;
         let mut objects = Objects::parse(&String::from_utf8_lossy(&out.stdout));
-        let prefix = format!("{}/", root.display());
-        for defs in objects.defs.values_mut() {
+        objects.relative_to(&format!("{}/", root.display()));
+        Ok(objects)
+    }
+
+    /// Make the members' absolute paths relative to the build directory
+    /// they lie in: `build` (ending in '/'), or, for a copy of a build
+    /// whose thin archive still names the original's files, the directory
+    /// that holds the original's init/main.o.
+    fn relative_to(&mut self, build: &str) {
+        const ANCHOR: &str = "init/main.o";
+        let lying_in = self
+            .defs
+            .values()
+            .flatten()
+            .find_map(|d| d.object.strip_suffix(ANCHOR).filter(|p| p.starts_with('/')))
+            .unwrap_or(build)
+            .to_string();
+        for defs in self.defs.values_mut() {
             for d in defs {
-                if let Some(rel) = d.object.strip_prefix(&prefix) {
+                if let Some(rel) = d.object.strip_prefix(&lying_in) {
                     d.object = rel.to_string();
                 }
             }
         }
-        Ok(objects)
     }
 
     /// `nm -A` lines: "vmlinux.a:/build/mm/ksm.o:0000000000000120 t name"
@@ -303,6 +318,20 @@ ffffffff81200010 T memcmp
         assert_eq!(get(2).category, "memcmp & co. (lib/string.o)");
         assert_eq!(get(3).object, "?");
         assert_eq!(get(4).category, UNKNOWN);
+    }
+
+    #[test]
+    fn members_of_a_copied_build_are_relative_to_the_original() {
+        let mut objects = Objects::parse(
+            "vmlinux.a:/orig/out/init/main.o:0000000000000000 T start_kernel\n\
+             vmlinux.a:/orig/out/mm/ksm.o:0000000000000200 t cmp_and_merge_page\n",
+        );
+        objects.relative_to("/copy/out/");
+        assert_eq!(objects.defs["cmp_and_merge_page"][0].object, "mm/ksm.o");
+        let mut here =
+            Objects::parse("vmlinux.a:/b/mm/ksm.o:0000000000000200 t cmp_and_merge_page\n");
+        here.relative_to("/b/");
+        assert_eq!(here.defs["cmp_and_merge_page"][0].object, "mm/ksm.o");
     }
 
     #[test]
