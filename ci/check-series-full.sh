@@ -137,7 +137,4 @@ fi
 
 "$KSMRS_ROOT/ci/check-series.sh" "$tap"
 cat "$tap"
-# The tally, and an exit status that says whether anything failed.
-summary=$(tally "$tap")
-echo "$summary"
-case "$summary" in *" 0 failed"*) exit 0 ;; *) exit 1 ;; esac
+exit_with_tally "$tap"
