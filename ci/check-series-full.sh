@@ -137,4 +137,4 @@ fi
 
 "$KSMRS_ROOT/ci/check-series.sh" "$tap"
 cat "$tap"
-tally "$tap"
+exit_with_tally "$tap"

@@ -26,7 +26,7 @@ source "$(dirname "$0")/lib.sh"
 source "$KSMRS_ROOT/ci/tap.sh"
 
 MERGEFLIP=$KSMRS_ROOT/rust/target/release/ksm-mergeflip
-VARIANTS=" patched stock noksm debug stock-debug fix fix-debug "
+VARIANTS=" patched patched-c patched-base stock noksm debug stock-debug fix fix-debug "
 
 usage() {
 	printf '\033[1;31m[ksm-rs] error:\033[0m %s\n' "$*" >&2

@@ -93,6 +93,15 @@ tally() {
 		END { printf "%d passed, %d failed, %d skipped\n", p, f, s }'
 }
 
+# exit_with_tally FILE...: print the tally of the TAP files and exit 0 if no
+# check failed, 1 otherwise.
+exit_with_tally() {
+	local summary
+	summary=$(tally "$@")
+	echo "$summary"
+	case "$summary" in *" 0 failed"*) exit 0 ;; *) exit 1 ;; esac
+}
+
 # kunit_suites TREE: the KUnit suites KSM's Rust defines, which must all run.
 kunit_suites() {
 	grep -rhoE 'kunit_tests\([a-z0-9_]+\)' "$1/mm/ksm" 2>/dev/null | sed -E 's/.*\((.*)\)/\1/' | sort -u

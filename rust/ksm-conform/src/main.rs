@@ -187,16 +187,8 @@ fn run_checks(args: Args) -> ExitCode {
     }
     // Known before the run, not after it.
     if let Some(path) = &args.json {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            return die(&format!(
-                "--json {}: no directory {}",
-                path.display(),
-                dir.display()
-            ));
+        if let Err(e) = output_dir_exists("--json", path) {
+            return die(&e);
         }
     }
     let env = Env::probe(Options {
@@ -282,20 +274,30 @@ fn run_checks(args: Args) -> ExitCode {
     }
 }
 
+/// The directory a file named by `option` will be written in must exist
+/// before anything runs, not be found missing after it.
+fn output_dir_exists(option: &str, path: &Path) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{option} {}: no directory {}",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
 fn record_trace(out: &Path, workloads: &[String], seed: u64, allow_unmerge: bool) -> ExitCode {
     if let Err(e) = trace::check_names(workloads) {
         return die(&e);
     }
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return die(&format!(
-            "--out {}: no directory {}",
-            out.display(),
-            dir.display()
-        ));
+    if let Err(e) = output_dir_exists("--out", out) {
+        return die(&e);
     }
     let env = Env::probe(Options::default());
     if let Err(code) = runnable(&env, false) {

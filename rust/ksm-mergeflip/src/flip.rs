@@ -1,9 +1,10 @@
 //! The sequence of issue 11. With merge_across_nodes=0 KSM keeps one
-//! unstable tree per NUMA node; switching it to 1 in the middle of a scan
-//! leaves that scan's rmap_items linked in the trees of nodes 1.., which the
-//! next scan does not reset (it resets only the trees in use). Those items
-//! are then relinked into tree 0 or freed, and once merge_across_nodes is 0
-//! again ksmd walks and inserts into node 1's stale tree.
+//! unstable tree per NUMA node; after a switch to 1 (in the middle of a scan
+//! or not) the trees of nodes 1.. are no longer reset at a scan start (only
+//! the trees in use are), and keep linking the rmap_items inserted before
+//! the switch. Those items are then relinked into tree 0 or freed, and once
+//! merge_across_nodes is switched back to 0 part way through a scan, the rest
+//! of that scan walks and inserts into node 1's stale tree.
 //!
 //! Two areas of distinct pages (never mergeable, so pages_shared stays 0 and
 //! merge_across_nodes may change at any time), one bound to each of nodes 0
@@ -11,7 +12,8 @@
 //!   wait 2 full scans; pause 0-20 ms; merge_across_nodes=1;
 //!   wait 2 full scans; replace the node-1 area by a new one;
 //!   wait 2 full scans; pause 0-20 ms; merge_across_nodes=0.
-//! The pauses land the switches at random points of a scan.
+//! The pauses land the switches at random points of a scan; the one to 0
+//! must land inside a scan (at a scan's start every tree is reset).
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
 //! ksm-mergeflip: reproduce issue 11, ksmd's crash when merge_across_nodes
-//! goes from 0 to 1 in the middle of a scan (the sequence: flip.rs).
+//! goes from 0 to 1 and back to 0 in the middle of a scan (the sequence:
+//! flip.rs).
 //!
 //!   ksm-mergeflip --may-crash [--rounds N] [--seconds S] [--mib M] [--seed X]
 //!

@@ -6,7 +6,6 @@
 //! (file) pages").
 
 use std::fs;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use ksm::procfs::{KsmStat, is_mergeable};
@@ -375,24 +374,6 @@ fn uffd_write_protected(ctx: &mut Ctx) -> CheckResult {
     ensure_content(&m, |_| 2)
 }
 
-/// A file of `pages` identical pages (seed 1), unlinked.
-fn file_of_identical_pages(pages: usize) -> CheckResult<fs::File> {
-    let path = std::env::temp_dir().join(format!("ksm-conform-{}-areas", std::process::id()));
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    fs::remove_file(&path)?;
-    let mut page = Mapping::anon(1)?;
-    page.fill(0, 1);
-    for _ in 0..pages {
-        file.write_all(page.page(0))?;
-    }
-    file.sync_all()?;
-    Ok(file)
-}
-
 /// "never pagecache (file) pages", and which code refuses them. Three
 /// mappings of one file of 16 identical pages, all read:
 /// - MAP_SHARED: MADV_MERGEABLE succeeds and does nothing (ksm_madvise():
@@ -413,7 +394,7 @@ fn pagecache(ctx: &mut Ctx) -> CheckResult {
     const PAGES: usize = 16;
     let half = PAGES / 2;
     ctx.clean_slate()?;
-    let file = file_of_identical_pages(PAGES)?;
+    let file = super::madvise::tempfile_with_identical_pages(PAGES)?;
     let shared = Mapping::file_shared(file.as_fd(), PAGES)?;
     let read = Mapping::file_private(file.as_fd(), PAGES)?;
     let mut written = Mapping::file_private(file.as_fd(), PAGES)?;

@@ -329,7 +329,8 @@ fn file_pagecache_never_merged(ctx: &mut Ctx) -> CheckResult {
     ensure_content(&control, |_| 1)
 }
 
-fn tempfile_with_identical_pages(pages: usize) -> CheckResult<fs::File> {
+/// A file of `pages` identical pages (seed 1), unlinked.
+pub(super) fn tempfile_with_identical_pages(pages: usize) -> CheckResult<fs::File> {
     let mut file = tempfile()?;
     let mut page = Mapping::anon(1)?;
     page.fill(0, 1);
