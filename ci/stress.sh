@@ -63,6 +63,10 @@ stress=$KSMRS_ROOT/rust/target/release/ksm-stress
 	die "ksm-stress run rejects: --duration $duration --phase $phase $run_args"
 
 mkdir -p "$res"
+# The guests run a copy: a rebuild of the tree during a long campaign must
+# not change the program under the running guest (9p shows it the new file).
+cp "$stress" "$res/ksm-stress"
+stress=$res/ksm-stress
 columns=()
 for k in "${kernels[@]}"; do
 	if [[ $k == */* ]]; then

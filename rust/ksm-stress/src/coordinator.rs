@@ -24,6 +24,7 @@ use nix::errno::Errno;
 use crate::counters::{Counters, Quiet};
 use crate::ctl::Control;
 use crate::faults::{self, Faults};
+use crate::frames;
 use crate::knobs::{self, MAX_PAGE_SHARING};
 use crate::probes::Probes;
 use crate::proto::{Command as Cmd, Reply};
@@ -49,6 +50,8 @@ pub struct Config {
 const ANSWER: Duration = Duration::from_secs(600);
 /// How long ksmd may take for the full scans the checks wait for.
 const SCANS: Duration = Duration::from_secs(600);
+/// How long the last check waits for exited processes to be let go.
+const FINAL_WAIT: Duration = Duration::from_secs(120);
 
 /// An actor thread's body: it returns when the campaign stops, or at once
 /// if it has nothing to do on this kernel.
@@ -73,6 +76,8 @@ pub struct Shared<'s> {
     faults: Option<Mutex<Faults<'s>>>,
     pub workers: Vec<u32>,
     pub nodes: Vec<usize>,
+    /// Nodes pages may be moved between (empty without migration).
+    pub move_nodes: Vec<usize>,
     pub ksmd: Option<u32>,
     pub memcg: Option<Hierarchy>,
     pub exe: PathBuf,
@@ -242,7 +247,26 @@ impl WorkerProc {
         }
         let sent = writeln!(self.stdin, "{}", cmd.word()).and_then(|_| self.stdin.flush());
         let r = sent
-            .map_err(|e| format!("worker {}: {e}", self.id))
+            .map_err(|e| {
+                // Its input is closed: it exited, and how says why.
+                let exited = (0..20).find_map(|_| {
+                    let s = self.child.try_wait().ok().flatten();
+                    if s.is_none() {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    s
+                });
+                let status = match exited {
+                    Some(s) => format!("it had exited: {s}"),
+                    None => "it had closed its input".into(),
+                };
+                format!(
+                    "worker {} (pid {}): sending {}: {e}; {status}",
+                    self.id,
+                    self.pid,
+                    cmd.word()
+                )
+            })
             .and_then(|_| self.wait_reply(cmd.word(), stats));
         match r {
             Ok(Some(s)) => stats.add(&s),
@@ -330,9 +354,18 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
         ),
         Err(e) => skipped.push(format!("memory offline: {}: {e}", hotplug::MEMORY)),
     }
+    let migration = nodes.len() >= 2 && migration::available();
     if nodes.len() < 2 {
         skipped.push("NUMA migration: fewer than two nodes with memory".into());
+    } else if !migration {
+        skipped.push(
+            "NUMA migration: no migrate_pages/move_pages in this kernel (ENOSYS: \
+             CONFIG_NUMA_MIGRATION=n)"
+                .into(),
+        );
     }
+    // The nodes pages may be moved between: none without migration.
+    let move_nodes: Vec<usize> = if migration { nodes.clone() } else { Vec::new() };
     if sys::meminfo_kib("SwapTotal") == 0 {
         skipped.push("swap: no swap device (MADV_PAGEOUT only drops clean pages)".into());
     }
@@ -370,7 +403,13 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
     let mut workers = Vec::new();
     let mut stats = Stats::default();
     for id in 0..cfg.workers {
-        workers.push(WorkerProc::spawn(cfg, &exe, id, faults.is_some(), &nodes)?);
+        workers.push(WorkerProc::spawn(
+            cfg,
+            &exe,
+            id,
+            faults.is_some(),
+            &move_nodes,
+        )?);
     }
     for w in &mut workers {
         w.wait_reply("ready", &mut stats)?;
@@ -394,6 +433,7 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
         faults: faults.take().map(Mutex::new),
         workers: workers.iter().map(|w| w.pid).collect(),
         nodes,
+        move_nodes,
         ksmd: sys::ksmd_pid(),
         memcg,
         exe,
@@ -455,6 +495,7 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
         "every worker exited: waiting for KSM to let go of everything",
     );
     final_checks(&mut guard, &mut stats);
+    stats.judge_zero_pages_deficit();
     let probes = probes.finish();
     let vmstat_after = sys::vmstat();
     let vmstat = VMSTAT
@@ -660,6 +701,7 @@ fn quiet_check(sh: &Shared, n: u32, stats: &mut Stats) {
         advised,
     };
     stats.event("quiet checks of the counters", 1);
+    stats.zero_pages_deficit = stats.zero_pages_deficit.max(quiet.zero_deficit());
     for p in quiet.problems() {
         stats.error(format!("phase {n}: {p}"));
     }
@@ -687,7 +729,7 @@ fn final_checks(guard: &mut KnobGuard, stats: &mut Stats) {
             .map(|u| format!("{} ({})", u.pid, u.comm))
             .collect();
         let mut left = Vec::new();
-        for k in [Knob::PagesShared, Knob::PagesSharing, Knob::KsmZeroPages] {
+        for k in [Knob::PagesShared, Knob::PagesSharing] {
             if c.get(k) != 0 {
                 left.push(format!("{k} {}", c.get(k)));
             }
@@ -700,16 +742,28 @@ fn final_checks(guard: &mut KnobGuard, stats: &mut Stats) {
         }
         left
     };
-    let waited = wait_within_scans(&sysfs, "nothing left merged", 4, SCANS, || {
+    // Once the last mm is gone ksmd stops scanning (nothing to scan), so
+    // the wait is bounded by time as well as by full scans.
+    let waited = wait_within_scans(&sysfs, "nothing left merged", 4, FINAL_WAIT, || {
         Ok(leftovers().is_empty())
     });
     stats.event("final checks that nothing is left merged", 1);
     if waited.is_err() {
         stats.error(format!(
-            "after every worker exited and 4 full scans: {}",
+            "after every worker exited, 4 full scans or {} s: {}",
+            FINAL_WAIT.as_secs(),
             leftovers().join("; ")
         ));
     }
+    // Zero pages are unmapped (and uncounted) by the exits themselves,
+    // not by ksmd: no waiting makes a wrong count right.
+    let zero = Counters::read(&sysfs).get(Knob::KsmZeroPages);
+    if zero > 0 {
+        stats.error(format!(
+            "ksm_zero_pages reads {zero} with no process left using KSM"
+        ));
+    }
+    stats.zero_pages_deficit = stats.zero_pages_deficit.max((-zero).max(0) as u64);
     match set(Knob::Run, "2") {
         Ok(()) => {
             let c = Counters::read(&sysfs);
@@ -719,28 +773,52 @@ fn final_checks(guard: &mut KnobGuard, stats: &mut Stats) {
                 Knob::PagesUnshared,
                 Knob::StableNodeChains,
                 Knob::StableNodeDups,
-                Knob::KsmZeroPages,
-                Knob::GeneralProfit,
             ] {
                 if c.0.contains_key(&k) && c.get(k) != 0 {
                     stats.error(format!("after the last run=2: {k} reads {}", c.get(k)));
                 }
             }
-            stats.errors.extend(c.insane());
+            // general_profit counts ksm_zero_pages, whatever it reads (its
+            // deficit is judged on its own); nothing else is left.
+            let zero = c.get(Knob::KsmZeroPages);
+            let profit = zero * frames::PAGE as i128;
+            if c.0.contains_key(&Knob::GeneralProfit) && c.get(Knob::GeneralProfit) != profit {
+                stats.error(format!(
+                    "after the last run=2: general_profit reads {}, not ksm_zero_pages {zero} \
+                     pages",
+                    c.get(Knob::GeneralProfit)
+                ));
+            }
+            for bad in c.insane() {
+                stats.error(format!("after the last run=2: {bad}"));
+            }
         }
         Err(e) => stats.error(format!("final run=2: {e}")),
     }
 }
 
 /// The actor that samples the counters every second: a wrapped value at
-/// any time is an error (each reported once).
+/// any time is an error, reported once per counter with its first value;
+/// how many samples were insane is counted.
 fn sample_counters(sh: &Shared) {
     let mut seen = std::collections::BTreeSet::new();
     while sh.ctl.sleep_unpaused(Duration::from_secs(1)) {
-        for bad in Counters::read(sh.sysfs()).insane() {
-            if seen.insert(bad.clone()) {
-                sh.stats().error(format!("counter sampled: {bad}"));
+        let c = Counters::read(sh.sysfs());
+        // Below zero, at least that many zero pages are missing from it.
+        let below = (-c.get(Knob::KsmZeroPages)).max(0) as u64;
+        if below > 0 {
+            let mut st = sh.stats();
+            st.zero_pages_deficit = st.zero_pages_deficit.max(below);
+            st.event("samples of the counters with ksm_zero_pages below zero", 1);
+        }
+        for (k, v) in c.insane_values() {
+            let mut st = sh.stats();
+            if seen.insert(k) {
+                st.error(format!(
+                    "counter sampled: {k} reads {v} (first such sample)"
+                ));
             }
+            st.event(&format!("samples of the counters with {k} insane"), 1);
         }
         sh.stats().event("samples of the counters", 1);
     }

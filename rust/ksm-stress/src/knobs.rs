@@ -124,11 +124,13 @@ pub fn knob_actor(sh: &Shared) {
     }
 }
 
-/// This thread's make-it-fail.
+/// This thread's make-it-fail, named by pid (the journal may be replayed
+/// by another process, for which /proc/self is not us).
 fn own_make_it_fail() -> PathBuf {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
-    PathBuf::from(format!("/proc/self/task/{tid}/make-it-fail"))
+    let pid = std::process::id();
+    PathBuf::from(format!("/proc/{pid}/task/{tid}/make-it-fail"))
 }
 
 pub fn run_actor(sh: &Shared) {

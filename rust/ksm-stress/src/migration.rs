@@ -41,15 +41,35 @@ fn migrate_pages(pid: u32, from: usize, to: usize) -> Result<u64, Errno> {
     }
 }
 
+/// Whether this kernel has the migration system calls: move_pages(2) of no
+/// page at all returns 0 with them and ENOSYS without.
+pub fn available() -> bool {
+    // SAFETY: a count of 0 makes the kernel read none of the null arrays.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_pages,
+            0,
+            0 as libc::c_ulong,
+            std::ptr::null::<*mut libc::c_void>(),
+            std::ptr::null::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0,
+        )
+    };
+    rc == 0
+}
+
 pub fn actor(sh: &Shared) {
     let mut rng = Rng::new(sh.seed ^ 0x6d69_6772);
     while sh.ctl.proceed() {
-        let numa = sh.nodes.len() > 1 && !sh.workers.is_empty();
-        match rng.weighted(&[if numa { 3 } else { 0 }, 1, if numa { 1 } else { 0 }]) {
+        let nodes = &sh.move_nodes;
+        let migrate = nodes.len() > 1 && !sh.workers.is_empty();
+        let numa = sh.nodes.len() > 1;
+        match rng.weighted(&[if migrate { 3 } else { 0 }, 1, if numa { 1 } else { 0 }]) {
             0 => {
                 let pid = sh.workers[rng.below(sh.workers.len() as u64) as usize];
-                let from = sh.nodes[rng.below(sh.nodes.len() as u64) as usize];
-                let to = *sh.nodes.iter().find(|&&n| n != from).expect("two nodes");
+                let from = nodes[rng.below(nodes.len() as u64) as usize];
+                let to = *nodes.iter().find(|&&n| n != from).expect("two nodes");
                 // ESRCH: the worker is gone (reported where it is reaped).
                 let r = migrate_pages(pid, from, to);
                 if let Ok(left) = r {

@@ -239,6 +239,9 @@ pub fn render(columns: &[Column]) -> String {
     row(&mut out, "**errors** (checks failed, workers lost)", &|r| {
         r.stats.errors.len().to_string()
     });
+    row(&mut out, "known upstream bugs met (not failing)", &|r| {
+        r.stats.upstream.len().to_string()
+    });
     let splat_cells: Vec<String> = columns.iter().map(|c| c.splats.len().to_string()).collect();
     let _ = writeln!(
         out,
@@ -332,6 +335,9 @@ fn render_details(out: &mut String, columns: &[Column]) {
         }
         for e in &r.stats.errors {
             let _ = writeln!(out, "- **error**: {e}");
+        }
+        for u in &r.stats.upstream {
+            let _ = writeln!(out, "- known upstream bug: {u}");
         }
         for x in &r.stats.corruptions {
             let _ = writeln!(

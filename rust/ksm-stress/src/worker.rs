@@ -181,7 +181,12 @@ fn send(reply: &Reply) {
             if Errno::last() == Errno::EINTR {
                 continue;
             }
-            // The coordinator is gone: so are we.
+            // The coordinator is gone (or the pipe failed us): so are we.
+            eprintln!(
+                "ksm-stress worker {}: writing a reply: {}; exiting",
+                std::process::id(),
+                errno_name(Errno::last())
+            );
             // SAFETY: leave without running anything of the parent's.
             unsafe { libc::_exit(1) };
         }

@@ -38,9 +38,13 @@ impl Undo {
 
     pub fn perform(&self) -> Result<()> {
         match self {
-            Undo::Write { path, value } => {
-                fs::write(path, value).map_err(|e| Error::file("write", path, e))
-            }
+            Undo::Write { path, value } => match fs::write(path, value) {
+                // A task's attribute (/proc/<pid>/...) went with the task.
+                Err(e) if path.starts_with("/proc") && e.raw_os_error() == Some(libc::ENOENT) => {
+                    Ok(())
+                }
+                r => r.map_err(|e| Error::file("write", path, e)),
+            },
             Undo::RemoveCgroup(dir) => remove_cgroup(dir),
             Undo::Unmount(dir) => match nix::mount::umount(dir) {
                 // EINVAL: not a mount point (any more).
@@ -114,5 +118,20 @@ mod tests {
         }
         assert!(!group.exists());
         assert_eq!(fs::read_to_string(&file).unwrap(), "0");
+    }
+
+    #[test]
+    fn a_gone_tasks_attribute_needs_no_undo() {
+        // pid_max is at most 2^22: this task cannot exist.
+        let gone = Undo::Write {
+            path: "/proc/99999999/make-it-fail".into(),
+            value: "0".into(),
+        };
+        gone.perform().unwrap_or_else(|e| panic!("{gone}: {e}"));
+        let missing = Undo::Write {
+            path: "/nonexistent-ksm-rs/make-it-fail".into(),
+            value: "0".into(),
+        };
+        assert!(missing.perform().is_err(), "only /proc's tasks go away");
     }
 }
