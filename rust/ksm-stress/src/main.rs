@@ -12,6 +12,7 @@
 mod content;
 mod coordinator;
 mod counters;
+mod crash;
 mod ctl;
 mod faults;
 mod frames;

@@ -19,6 +19,7 @@ use nix::errno::Errno;
 
 use crate::content::Rng;
 use crate::coordinator::Shared;
+use crate::crash;
 use crate::ctl::Control;
 use crate::proto::Reply;
 use crate::stats::Stats;
@@ -48,6 +49,7 @@ pub fn worker_main(args: worker::Args) -> i32 {
             return 1;
         }
     };
+    crash::doing("a memcg worker's unmerge under its limit");
     print_line(&Reply::Ready {
         pid: std::process::id(),
     });

@@ -21,6 +21,7 @@ use ksm::mem::{Advice, madvise, set_memory_merge};
 use nix::errno::Errno;
 
 use crate::content::{Content, PAGE_WORDS, Rng};
+use crate::crash;
 use crate::frames::{self, PAGE};
 use crate::proto::{Command, Reply};
 use crate::stats::{Corruption, Stats, errno_name};
@@ -239,6 +240,9 @@ impl Worker {
         };
         // No THP: KSM merges small pages (a THP would be split first).
         let _ = madvise(base, len, Advice::NoHugePage);
+        crash::install();
+        crash::areas(w.base, len, w.scratch, CHUNK * PAGE);
+        crash::doing("filling its pages");
         for page in 0..w.args.pages {
             w.fill(page);
         }
@@ -369,6 +373,7 @@ impl Worker {
             .map(|o| o.weight(self.args.merge_any, numa))
             .collect();
         let op = Op::ALL[self.rng.weighted(&weights)];
+        crash::doing(op.name());
         match op {
             Op::Unmap => self.unmap_or_remap(),
             Op::Fork => self.fork(),
@@ -675,6 +680,7 @@ impl Worker {
     /// little while ksmd scans it (or exit at once, racing the scanner),
     /// check again, report, exit.
     fn child(&mut self, seed: u64, faulty: bool) -> ! {
+        crash::doing("a fork child's life");
         // The child inherited make-it-fail: clear it first.
         if faulty && !clear_own_make_it_fail() {
             // SAFETY: leave at once, running nothing of the parent's.
@@ -776,6 +782,7 @@ impl Worker {
                         self.report();
                     }
                     Some(Command::Verify) => {
+                        crash::doing("the phase's check of every page");
                         phase_verifies += 1;
                         self.verify_all(&format!("check {phase_verifies} of every page"));
                         self.report();
@@ -785,6 +792,7 @@ impl Worker {
                         send(&Reply::Ack);
                     }
                     Some(Command::Stop) => {
+                        crash::doing("the final check of every page");
                         self.reap(true);
                         self.verify_all("final check of every page");
                         self.report();
