@@ -122,6 +122,16 @@ impl Shared<'_> {
 fn die_with_us(exe: &Path, sub: &str) -> Command {
     let mut c = Command::new(exe);
     c.arg(sub);
+    // Without restartable sequences: after a fork with faults armed, the
+    // kernel's rseq update on the way back to user space writes the (now
+    // copy-on-write) TLS page; an injected allocation failure there makes
+    // it kill the task with SIGSEGV (si_code SI_KERNEL), parent or child,
+    // which says nothing about KSM.
+    let tunables = match std::env::var("GLIBC_TUNABLES") {
+        Ok(t) if !t.is_empty() => format!("{t}:glibc.pthread.rseq=0"),
+        _ => "glibc.pthread.rseq=0".into(),
+    };
+    c.env("GLIBC_TUNABLES", tunables);
     // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
     unsafe {
         c.pre_exec(|| {
