@@ -15,14 +15,15 @@
 # several kernels, KERNELS=... for some), mergeflip KERNELS=... (the reproducer
 # of issue 11 in a guest of each), stress DURATION=30m (the stress and fault
 # campaign of docs/stress.md on the patched and the stock debug kernels with
-# kprobe events, side by side; STRESS_ARGS=... for ci/stress.sh).
+# kprobe events, side by side; STRESS_ARGS=... for ci/stress.sh),
+# zero-pages-fork KERNELS=... (the reproducer of docs/zero-pages-fork.md).
 # Everything heavy lives in $(KSMRS_CACHE) (default ~/.cache/ksm-rs).
 
 SHELL := /bin/bash
 KERNEL ?= patched
 
 .PHONY: run test setup tree kernel c-kernel stock-kernel noksm-kernel debug-kernel \
-	selftests suite vm patches check-series matrix compare bench bench-quick debug-test mergeflip stress
+	selftests suite vm patches check-series matrix compare bench bench-quick debug-test mergeflip stress zero-pages-fork
 
 run: suite kernel
 	ci/run.sh
@@ -90,6 +91,9 @@ debug-test: suite debug-kernel
 
 mergeflip: suite
 	ci/mergeflip.sh $(KERNELS)
+
+zero-pages-fork:
+	ci/zero-pages-fork.sh $(KERNELS)
 
 DURATION ?= 30m
 stress: suite

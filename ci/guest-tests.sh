@@ -10,7 +10,9 @@
 # and the guest's own files under RESULTS/guest; then mergeflip.tap, the
 # reproducer of issue 11 for a minute in a second guest (ci/mergeflip.sh,
 # its files under RESULTS/mergeflip), where a crash cannot cost the results
-# above. Exit status: 0 if the guests ran; the results tell how the tests went.
+# above; then stress.tap, a stress campaign of two minutes in a third
+# (ci/stress.sh, its table in RESULTS/stress/report.md). Exit status: 0 if
+# the guests ran; the results tell how the tests went.
 source "$(dirname "$0")/lib.sh"
 source "$KSMRS_ROOT/ci/tap.sh"
 
@@ -67,3 +69,13 @@ fi
 "$KSMRS_ROOT/ci/mergeflip.sh" --seconds 60 --results "$res/mergeflip" "$variant" || true
 cp "$res/mergeflip/mergeflip.tap" "$res/mergeflip.tap" 2>/dev/null ||
 	tap_line "$res/mergeflip.tap" FAIL "mergeflip on $variant" "ci/mergeflip.sh left no result (see $res/mergeflip)"
+
+# A short stress campaign (docs/stress.md) in a guest of its own: one TAP
+# line; the closing table is RESULTS/stress/report.md.
+rm -f "$res/stress.tap"
+if "$KSMRS_ROOT/ci/stress.sh" --no-build --duration 2m --phase 60s --out "$res/stress" "$out" \
+	>"$res/stress.log" 2>&1; then
+	tap_line "$res/stress.tap" OK "stress campaign of 2 min on $variant"
+else
+	tap_line "$res/stress.tap" FAIL "stress campaign of 2 min on $variant" "see $res/stress/report.md"
+fi

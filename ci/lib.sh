@@ -117,3 +117,26 @@ series_hash() {
 record_series_stamp() {
 	echo "$(series_hash) $(tgit -C "$TREE" rev-parse HEAD)" >"$TREE/.git/ksm-rs-series"
 }
+
+# The variants of ci/kernel.sh a guest script (mergeflip.sh,
+# zero-pages-fork.sh) boots by name, once built.
+GUEST_VARIANTS=" patched patched-c patched-base stock noksm debug stock-debug fix fix-debug stress stock-stress "
+
+# resolve_kernel KERNEL: "NAME PATH" on stdout for a built variant, a Debian
+# kernel (debian-6.1|debian-6.12|debian-7.3, fetched by ci/debian-kernel.sh),
+# a path virtme/boot.sh --kernel takes, or NAME=PATH; the reason on stderr
+# and status 1 otherwise.
+resolve_kernel() {
+	local k=$1 path
+	case "$k" in
+		*=*) echo "${k%%=*} ${k#*=}" ;;
+		debian-*) path=$("$KSMRS_ROOT/ci/debian-kernel.sh" "$k") && echo "$k $path" ;;
+		*/*) echo "$(basename "$k") $k" ;;
+		*)
+			[[ $GUEST_VARIANTS == *" $k "* ]] || { echo "unknown kernel '$k' (a variant:$GUEST_VARIANTS, debian-*, a path, or NAME=PATH)" >&2; return 1; }
+			path=$(variant_out "$k")
+			[ -f "$path/arch/x86/boot/bzImage" ] || { echo "no build of $k in $path: run ci/kernel.sh $k" >&2; return 1; }
+			echo "$k $path"
+			;;
+	esac
+}

@@ -26,7 +26,6 @@ source "$(dirname "$0")/lib.sh"
 source "$KSMRS_ROOT/ci/tap.sh"
 
 MERGEFLIP=$KSMRS_ROOT/rust/target/release/ksm-mergeflip
-VARIANTS=" patched patched-c patched-base stock noksm debug stock-debug fix fix-debug "
 
 usage() {
 	printf '\033[1;31m[ksm-rs] error:\033[0m %s\n' "$*" >&2
@@ -54,26 +53,10 @@ done
 timeout=${timeout:-$((seconds + 180))}
 [[ $timeout =~ ^[1-9][0-9]*$ ]] || usage "--timeout must be a positive number, got '$timeout'"
 
-# resolve KERNEL: "NAME PATH" on stdout, or an error.
-resolve() {
-	local k=$1 path
-	case "$k" in
-		*=*) echo "${k%%=*} ${k#*=}" ;;
-		debian-*) path=$("$KSMRS_ROOT/ci/debian-kernel.sh" "$k") && echo "$k $path" ;;
-		*/*) echo "$(basename "$k") $k" ;;
-		*)
-			[[ $VARIANTS == *" $k "* ]] || { echo "unknown kernel '$k' (a variant:$VARIANTS, debian-*, a path, or NAME=PATH)" >&2; return 1; }
-			path=$(variant_out "$k")
-			[ -f "$path/arch/x86/boot/bzImage" ] || { echo "no build of $k in $path: run ci/kernel.sh $k" >&2; return 1; }
-			echo "$k $path"
-			;;
-	esac
-}
-
 # Every kernel resolved before the first boot: a typo costs no guest.
 names=() paths=()
 for k in "$@"; do
-	r=$(resolve "$k") || usage "cannot use kernel '$k'"
+	r=$(resolve_kernel "$k") || usage "cannot use kernel '$k'"
 	names+=("${r%% *}") paths+=("${r#* }")
 done
 [ -x "$MERGEFLIP" ] || die "no $MERGEFLIP: build it with 'cd rust && cargo build --release'"
