@@ -49,7 +49,7 @@ for i in "${!names[@]}"; do
 	rc=0
 	"$KSMRS_ROOT/virtme/boot.sh" --kernel "${paths[$i]}" --timeout 300 --log "$res/console.log" -- \
 		sh -c "[ -e /sys/kernel/mm/ksm/ksm_zero_pages ] || exit 3; exec $repro" >"$res/run.log" 2>&1 || rc=$?
-	what=$(grep -m1 '^fork failed\|^fork succeeded' "$res/run.log" || true)
+	what=$(grep '^MADV_DONTFORK\|^fork failed\|^fork succeeded' "$res/run.log" | paste -sd ' ' || true)
 	case $rc in
 		0) tap_line "$tap" OK "$name: $what" ;;
 		1) tap_line "$tap" FAIL "$name: ksm_zero_pages drifted" "$what"; drifted=1 ;;

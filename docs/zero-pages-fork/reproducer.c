@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * A fork that fails after copying KSM zeropages leaves ksm_zero_pages lower
- * than the KSM zeropages mapped: dup_mmap()'s error path unmaps the copied
- * zeropage PTEs, which decrements the counter, but ksm_fork(), which adds
- * the child's inherited count, runs only when dup_mmap() succeeded.
+ * ksm_zero_pages at fork: the child inherits the parent's count (a memcpy of
+ * the mm) instead of counting the KSM zeropages it gets, and ksm_fork() adds
+ * that count to the global counter only when dup_mmap() succeeded.
  * docs/zero-pages-fork.md; ci/zero-pages-fork.sh runs it in guests.
  *
  * 256 zero-filled pages at a low address become KSM zeropages
  * (use_zero_pages=1); an untouched 1 GiB private mapping lies above them.
- * With vm.overcommit_memory=2 and a limit with room for everything but that
- * 1 GiB, fork() copies the zeropages and then fails with ENOMEM at the
- * 1 GiB mapping's accounting.
+ * 1. With MADV_DONTFORK on the zeropages, a child that copies none of them
+ *    must count none, and its exit must leave ksm_zero_pages as it was.
+ * 2. With vm.overcommit_memory=2 and a limit with room for everything but
+ *    the 1 GiB, fork() copies the zeropages and then fails with ENOMEM at
+ *    the 1 GiB mapping's accounting: ksm_zero_pages must stay as it was.
  *
  * Root, in a guest (it takes KSM over and changes overcommit for an
  * instant; everything is put back). Exit 0: the counter stayed right;
@@ -96,6 +97,26 @@ int main(void)
 		usleep(100000);
 	}
 	writes(KSM "run", "0");
+
+	/* 1: the zeropages are not copied (MADV_DONTFORK); the child exits. */
+	long d0 = readl(KSM "ksm_zero_pages", NULL), child, d1;
+	int fds[2];
+	if (madvise(a, NPAGES * psz, MADV_DONTFORK) || pipe(fds)) { perror("MADV_DONTFORK"); goto fail; }
+	pid_t c = fork();
+	if (c == 0) {
+		child = readl("/proc/self/ksm_stat", "ksm_zero_pages ");
+		if (write(fds[1], &child, sizeof(child)) != sizeof(child))
+			_exit(1);
+		_exit(0);
+	}
+	if (c < 0 || read(fds[0], &child, sizeof(child)) != sizeof(child)) { perror("fork"); goto fail; }
+	waitpid(c, NULL, 0);
+	d1 = readl(KSM "ksm_zero_pages", NULL);
+	printf("MADV_DONTFORK: the child counts %ld zeropages; ksm_zero_pages %ld before, %ld after it exited\n",
+	       child, d0, d1);
+	if (madvise(a, NPAGES * psz, MADV_DOFORK)) { perror("MADV_DOFORK"); goto fail; }
+
+	/* 2: fork copies them and fails after them. */
 	g0 = readl(KSM "ksm_zero_pages", NULL);
 	/* Room for every accounted mapping but the last, b: fork fails there. */
 	limit_kb = readl("/proc/meminfo", "Committed_AS:") - readl("/proc/meminfo", "SwapTotal:") + 65536;
@@ -120,7 +141,7 @@ int main(void)
 	munmap(b, blen);
 	printf("after unmapping them: ksm_zero_pages %ld\n", readl(KSM "ksm_zero_pages", NULL));
 	restore();
-	return g1 == g0 ? 0 : 1;
+	return (g1 == g0 && d1 == d0 && child == 0) ? 0 : 1;
 fail:
 	restore();
 	return 2;
