@@ -357,10 +357,11 @@ pub fn run(cfg: &Config) -> Result<RunResult, String> {
     let memcg = Hierarchy::probe("memory")
         .inspect_err(|why| skipped.push(format!("memory cgroup: {why}")))
         .ok();
-    match hotplug::movable_blocks(Path::new(hotplug::MEMORY)) {
+    let ram = hotplug::system_ram(&std::fs::read_to_string(hotplug::IOMEM).unwrap_or_default());
+    match hotplug::movable_blocks(Path::new(hotplug::MEMORY), &ram) {
         Ok(b) if !b.is_empty() => {}
         Ok(_) => skipped.push(
-            "memory offline: no online block in ZONE_MOVABLE (boot with movablecore=)".into(),
+            "memory offline: no online block in ZONE_MOVABLE without holes (boot with movablecore=)".into(),
         ),
         Err(e) => skipped.push(format!("memory offline: {}: {e}", hotplug::MEMORY)),
     }

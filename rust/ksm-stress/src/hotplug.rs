@@ -18,6 +18,7 @@ use crate::frames::{self, PAGE};
 use crate::sys::{read_trimmed, write_file};
 
 pub const MEMORY: &str = "/sys/devices/system/memory";
+pub const IOMEM: &str = "/proc/iomem";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
@@ -39,8 +40,38 @@ impl Block {
     }
 }
 
-/// Online blocks of ZONE_MOVABLE under `root` (/sys/devices/system/memory).
-pub fn movable_blocks(root: &Path) -> io::Result<Vec<Block>> {
+/// The ranges of "System RAM" in /proc/iomem's text (top level), adjacent
+/// ones joined, as [start, end) byte addresses.
+pub fn system_ram(iomem: &str) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = iomem
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.trim_end().ends_with(": System RAM"))
+        .filter_map(|l| {
+            let (range, _) = l.split_once(" : ")?;
+            let (a, b) = range.trim().split_once('-')?;
+            let (a, b) = (
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            );
+            Some((a, b + 1))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut joined: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in ranges {
+        match joined.last_mut() {
+            Some(last) if last.1 >= a => last.1 = last.1.max(b),
+            _ => joined.push((a, b)),
+        }
+    }
+    joined
+}
+
+/// Online blocks of ZONE_MOVABLE under `root` (/sys/devices/system/memory)
+/// without holes: the kernel refuses to offline a block that is not all
+/// System RAM (EINVAL, "memory holes"), such as the last one of a QEMU
+/// guest, whose RAM ends in firmware-reserved pages.
+pub fn movable_blocks(root: &Path, ram: &[(u64, u64)]) -> io::Result<Vec<Block>> {
     let size_text = fs::read_to_string(root.join("block_size_bytes"))?;
     let size = u64::from_str_radix(size_text.trim(), 16).map_err(|e| {
         io::Error::new(io::ErrorKind::InvalidData, format!("block_size_bytes: {e}"))
@@ -56,10 +87,14 @@ pub fn movable_blocks(root: &Path) -> io::Result<Vec<Block>> {
         let movable = read_trimmed(&dir.join("valid_zones")).as_deref() == Some("Movable");
         let index =
             read_trimmed(&dir.join("phys_index")).and_then(|i| u64::from_str_radix(&i, 16).ok());
-        if let (true, true, Some(index)) = (online, movable, index) {
+        let Some(start) = index.map(|i| i * size) else {
+            continue;
+        };
+        let whole = ram.iter().any(|&(a, b)| a <= start && start + size <= b);
+        if online && movable && whole {
             blocks.push(Block {
                 dir,
-                start_pfn: index * size / PAGE as u64,
+                start_pfn: start / PAGE as u64,
                 pages: size / PAGE as u64,
             });
         }
@@ -125,7 +160,8 @@ pub fn actor(sh: &Shared) {
         .sleep(Duration::from_millis(rng.between(6_000, 20_000)))
         && sh.ctl.proceed()
     {
-        let blocks = match movable_blocks(Path::new(MEMORY)) {
+        let ram = system_ram(&fs::read_to_string(IOMEM).unwrap_or_default());
+        let blocks = match movable_blocks(Path::new(MEMORY), &ram) {
             Ok(b) if !b.is_empty() => b,
             Ok(_) => continue,
             Err(e) => {
@@ -206,8 +242,18 @@ mod tests {
             "Normal Movable",
         );
         block(root.path(), "memory11", "0000000b", "online", "Movable");
+        block(root.path(), "memory15", "0000000f", "online", "Movable");
         fs::create_dir(root.path().join("power")).unwrap();
-        let blocks = movable_blocks(root.path()).unwrap();
+        // RAM ends 128 KiB short of memory15's end: a hole in it.
+        let iomem = "00000000-00000fff : Reserved\n\
+                     00001000-0009fbff : System RAM\n\
+                     00100000-3fffffff : System RAM\n\
+                     \x20 01000000-01ffffff : Kernel code\n\
+                     40000000-7ffdffff : System RAM\n\
+                     7ffe0000-7fffffff : Reserved\n";
+        let ram = system_ram(iomem);
+        assert_eq!(ram, [(0x1000, 0x9fc00), (0x100000, 0x7ffe0000)]);
+        let blocks = movable_blocks(root.path(), &ram).unwrap();
         let names: Vec<String> = blocks.iter().map(Block::name).collect();
         assert_eq!(names, ["memory9", "memory11"]);
         // 128 MiB blocks: 32768 pages each.
