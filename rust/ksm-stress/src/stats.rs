@@ -71,7 +71,7 @@ pub struct Stats {
     pub errors: Vec<String>,
     /// The most ksm_zero_pages read below the KSM zero pages mapped (the
     /// processes' own counts; none once they exited): what failed forks
-    /// lose of it on every kernel (docs/stress.md, "Upstream findings").
+    /// lose of it on every kernel (docs/zero-pages-fork.md).
     #[serde(default)]
     pub zero_pages_deficit: u64,
     /// Known upstream bugs the run met, each with its evidence: reported,
@@ -166,7 +166,7 @@ impl Stats {
                 "ksm_zero_pages read up to {deficit} below the KSM zero pages mapped, after \
                  {forks} forks failed under injected faults: dup_mmap()'s error path unmaps \
                  the copied KSM zero pages, which decrements the counter that only a \
-                 successful fork's ksm_fork() adds to (docs/stress.md, \"Upstream findings\")"
+                 successful fork's ksm_fork() adds to (docs/zero-pages-fork.md)"
             ));
         } else {
             self.error(format!(
