@@ -163,15 +163,12 @@ impl WorkerProc {
         cmd.args(["--id", &id.to_string()])
             .args(["--pages", &cfg.pages.to_string()])
             .args(["--seed", &cfg.seed.to_string()])
-            .args(["--gap-ms", &cfg.gap_ms.to_string()])
-            .arg("--nodes")
-            .arg(
-                nodes
-                    .iter()
-                    .map(usize::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            .args(["--gap-ms", &cfg.gap_ms.to_string()]);
+        // None without migration: an empty --nodes is no list at all.
+        if !nodes.is_empty() {
+            let list: Vec<String> = nodes.iter().map(usize::to_string).collect();
+            cmd.args(["--nodes", &list.join(",")]);
+        }
         // Every other worker: the whole process, by prctl.
         if id % 2 == 1 {
             cmd.arg("--merge-any");

@@ -335,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_takes_its_nodes_or_none() {
+        let base = ["worker", "--id", "1", "--pages", "16", "--seed", "7"];
+        let Cmd::Worker(w) = parse(&base).unwrap().cmd else {
+            panic!("not worker");
+        };
+        assert!(w.nodes.is_empty());
+        let with: Vec<&str> = base.iter().copied().chain(["--nodes", "0,1"]).collect();
+        let Cmd::Worker(w) = parse(&with).unwrap().cmd else {
+            panic!("not worker");
+        };
+        assert_eq!(w.nodes, [0, 1]);
+    }
+
+    #[test]
     fn bad_input_is_refused_with_the_reason() {
         for (args, says) in [
             (&["run", "--pages", "100"][..], "multiple of 16"),
