@@ -71,28 +71,20 @@ impl Control {
     /// Sleep for `d`, or less if a pause or the stop comes; false if
     /// stopping.
     pub fn sleep(&self, d: Duration) -> bool {
-        let end = Instant::now() + d;
-        let mut s = self.lock();
-        while !s.paused && !s.stop {
-            let now = Instant::now();
-            if now >= end {
-                break;
-            }
-            s = self
-                .cv
-                .wait_timeout(s, end - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        !s.stop
+        self.sleep_until_woken(d, |s| s.paused || s.stop)
     }
 
     /// Sleep for `d` whatever the pauses (an actor that never parks);
     /// false if stopping.
     pub fn sleep_unpaused(&self, d: Duration) -> bool {
+        self.sleep_until_woken(d, |s| s.stop)
+    }
+
+    /// Sleep for `d`, or less once `woken` holds; false if stopping.
+    fn sleep_until_woken(&self, d: Duration, woken: impl Fn(&State) -> bool) -> bool {
         let end = Instant::now() + d;
         let mut s = self.lock();
-        while !s.stop {
+        while !woken(&s) {
             let now = Instant::now();
             if now >= end {
                 break;
@@ -169,5 +161,23 @@ mod tests {
             ctl.stop();
         });
         assert!(!ctl.proceed(), "stopped");
+    }
+
+    #[test]
+    fn the_unpaused_sleep_ignores_pauses_but_not_the_stop() {
+        let ctl = Control::paused(0);
+        ctl.pause();
+        let start = Instant::now();
+        assert!(ctl.sleep_unpaused(Duration::from_millis(50)));
+        assert!(
+            start.elapsed() >= Duration::from_millis(50),
+            "a pause cut it short"
+        );
+        assert!(
+            ctl.sleep(Duration::from_secs(60)),
+            "paused: the pausing sleep returns at once"
+        );
+        ctl.stop();
+        assert!(!ctl.sleep_unpaused(Duration::from_secs(60)), "stopped");
     }
 }
