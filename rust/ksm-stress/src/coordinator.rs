@@ -709,7 +709,7 @@ fn quiet_check(sh: &Shared, n: u32, stats: &mut Stats) {
         advised,
     };
     stats.event("quiet checks of the counters", 1);
-    stats.zero_pages_deficit = stats.zero_pages_deficit.max(quiet.zero_deficit());
+    stats.note_zero_pages_deficit(quiet.zero_deficit());
     for p in quiet.problems() {
         stats.error(format!("phase {n}: {p}"));
     }
@@ -765,13 +765,14 @@ fn final_checks(guard: &mut KnobGuard, stats: &mut Stats) {
     }
     // Zero pages are unmapped (and uncounted) by the exits themselves,
     // not by ksmd: no waiting makes a wrong count right.
-    let zero = Counters::read(&sysfs).get(Knob::KsmZeroPages);
+    let counters = Counters::read(&sysfs);
+    let zero = counters.get(Knob::KsmZeroPages);
     if zero > 0 {
         stats.error(format!(
             "ksm_zero_pages reads {zero} with no process left using KSM"
         ));
     }
-    stats.zero_pages_deficit = stats.zero_pages_deficit.max((-zero).max(0) as u64);
+    stats.note_zero_pages_deficit(counters.zero_pages_below_zero());
     match set(Knob::Run, "2") {
         Ok(()) => {
             let c = Counters::read(&sysfs);
@@ -812,11 +813,10 @@ fn sample_counters(sh: &Shared) {
     let mut seen = std::collections::BTreeSet::new();
     while sh.ctl.sleep_unpaused(Duration::from_secs(1)) {
         let c = Counters::read(sh.sysfs());
-        // Below zero, at least that many zero pages are missing from it.
-        let below = (-c.get(Knob::KsmZeroPages)).max(0) as u64;
+        let below = c.zero_pages_below_zero();
         if below > 0 {
             let mut st = sh.stats();
-            st.zero_pages_deficit = st.zero_pages_deficit.max(below);
+            st.note_zero_pages_deficit(below);
             st.event("samples of the counters with ksm_zero_pages below zero", 1);
         }
         for (k, v) in c.insane_values() {

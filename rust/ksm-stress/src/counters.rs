@@ -33,6 +33,12 @@ impl Counters {
         self.0.get(&k).copied().unwrap_or(0)
     }
 
+    /// How far ksm_zero_pages reads below zero: at least that many zero
+    /// pages are missing from it.
+    pub fn zero_pages_below_zero(&self) -> u64 {
+        (-self.get(Knob::KsmZeroPages)).max(0) as u64
+    }
+
     /// Values no correct kernel shows: an unsigned counter wrapped below
     /// zero.
     pub fn insane_values(&self) -> Vec<(Knob, i128)> {

@@ -140,8 +140,14 @@ impl Stats {
         self.corruptions
             .extend(other.corruptions.iter().take(room).cloned());
         self.errors.extend(other.errors.iter().cloned());
-        self.zero_pages_deficit = self.zero_pages_deficit.max(other.zero_pages_deficit);
+        self.note_zero_pages_deficit(other.zero_pages_deficit);
         self.upstream.extend(other.upstream.iter().cloned());
+    }
+
+    /// A reading of how many zero pages ksm_zero_pages misses: the run
+    /// keeps the most.
+    pub fn note_zero_pages_deficit(&mut self, deficit: u64) {
+        self.zero_pages_deficit = self.zero_pages_deficit.max(deficit);
     }
 
     /// Forks refused under injected faults: the only forks that fail in
