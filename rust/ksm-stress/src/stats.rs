@@ -172,22 +172,24 @@ impl Stats {
             .sum()
     }
 
-    /// Forks that succeeded.
-    fn forks(&self) -> u64 {
+    /// The outcomes of the fork operations (with faults armed or not).
+    fn fork_outcomes(&self) -> impl Iterator<Item = &Outcomes> {
         self.ops
             .iter()
             .filter(|(op, _)| op.starts_with("fork"))
-            .map(|(_, o)| o.ok)
-            .sum()
+            .map(|(_, o)| o)
+    }
+
+    /// Forks that succeeded.
+    fn forks(&self) -> u64 {
+        self.fork_outcomes().map(|o| o.ok).sum()
     }
 
     /// Forks refused under injected faults: the only forks that fail in
     /// dup_mmap() after copying page tables.
     pub fn failed_forks(&self) -> u64 {
-        self.ops
-            .iter()
-            .filter(|(op, _)| op.starts_with("fork"))
-            .map(|(_, o)| o.refused.values().sum::<u64>())
+        self.fork_outcomes()
+            .map(|o| o.refused.values().sum::<u64>())
             .sum()
     }
 
