@@ -7,7 +7,12 @@
 set -e
 bench=$1 sync=$2 res=$3 boot=$4 label=$5
 shift 5
-"$bench" count --label "$label" --log "$res/$boot.log" "$@"
+# Without address-space randomization: where the workloads' mappings land
+# shapes the VMA tree, whose lookup ksmd does for every page it scans (a
+# boot-to-boot spread of 3% per scanned page at 16 MiB, all of it in
+# mas_walk(), with randomization).
+setarch "$(uname -m)" --addr-no-randomize \
+	"$bench" count --label "$label" --log "$res/$boot.log" "$@"
 if [ -n "$sync" ]; then
 	CRITERION_HOME=$res/criterion "$sync" --bench --noplot --save-baseline "$boot"
 fi
