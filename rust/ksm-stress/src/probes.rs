@@ -26,10 +26,15 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 const GROUP: &str = "ksmstress";
 
 /// The trees' seam (mm/ksm.h of the series): Rust with CONFIG_KSM_RUST.
-pub const SEAM: [&str; 11] = [
+/// Patch 13 replaced the five functions only cmp_and_merge_page() called
+/// (ksm_unstable_tree_search_insert to ksm_scan_ksm_page) by
+/// ksm_cmp_and_merge_page; the older names stay for kernels of the series
+/// before it (a name the kernel does not have is not probed).
+pub const SEAM: [&str; 12] = [
     "ksm_advisor_next_pages_to_scan",
     "ksm_trees_start_scan",
     "ksm_trees_use_node_roots",
+    "ksm_cmp_and_merge_page",
     "ksm_unstable_tree_search_insert",
     "ksm_stable_tree_search",
     "ksm_stable_tree_insert",
@@ -41,7 +46,7 @@ pub const SEAM: [&str; 11] = [
 ];
 
 /// C: stock 7.3's trees (mm/ksm.c), and the mm code both kernels share.
-const C_FUNCTIONS: [&str; 36] = [
+const C_FUNCTIONS: [&str; 42] = [
     "stable_tree_search",
     "stable_tree_insert",
     "stable_tree_append",
@@ -67,6 +72,12 @@ const C_FUNCTIONS: [&str; 36] = [
     "cmp_and_merge_page",
     "try_to_merge_one_page",
     "try_to_merge_with_ksm_page",
+    "try_to_merge_two_pages",
+    "try_to_merge_with_zero_page",
+    "break_cow",
+    "ksm_merge_with_ksm_page",
+    "ksm_merge_with_zero_page",
+    "ksm_break_cow",
     "replace_page",
     "write_protect_page",
     "break_ksm",
