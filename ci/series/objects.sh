@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Which implementation of KSM's trees a build holds:
 #   ci/series/objects.sh TREE OUT c|rust
-# Every function mm/ksm.h declares under "The trees" must be defined exactly
-# once in vmlinux, by mm/ksm_c.o for the C choice or by mm/ksm/ksm_rust.o for
-# the Rust one, and the other implementation's object must not be linked in.
+# Every function mm/ksm.h declares under "The trees" ("The trees and the
+# scan" since the scan joined them) must be defined exactly once in vmlinux,
+# by mm/ksm_c.o for the C choice or by mm/ksm/ksm_rust.o for the Rust one,
+# and the other implementation's object must not be linked in.
 # Prints what it finds; exits 1 if anything is not so.
 set -euo pipefail
 tree=${1:?usage: ci/series/objects.sh TREE OUT c|rust}
@@ -17,7 +18,7 @@ esac
 [ -f "$out/vmlinux" ] || { echo "no $out/vmlinux: build it first"; exit 1; }
 
 # The names declared between the comment "The trees" and the next comment.
-mapfile -t funcs < <(awk '/^ \* The trees:/ { on = 1; next } on && /^\/\*/ { exit } on' "$tree/mm/ksm.h" |
+mapfile -t funcs < <(awk '/^ \* The trees( and the scan)?:/ { on = 1; next } on && /^\/\*/ { exit } on' "$tree/mm/ksm.h" |
 	tr -s ' \t\n' ' ' | grep -oE '[a-z_]+\(' | tr -d '(' | grep '^ksm_' | sort -u)
 [ "${#funcs[@]}" -gt 5 ] || { echo "found only ${#funcs[@]} functions under 'The trees' in mm/ksm.h"; exit 1; }
 

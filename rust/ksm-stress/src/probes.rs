@@ -28,10 +28,15 @@ const GROUP: &str = "ksmstress";
 /// The trees' seam (mm/ksm.h of the series): Rust with CONFIG_KSM_RUST.
 /// Patch 13 replaced the five functions only cmp_and_merge_page() called
 /// (ksm_unstable_tree_search_insert to ksm_scan_ksm_page) by
-/// ksm_cmp_and_merge_page; the older names stay for kernels of the series
-/// before it (a name the kernel does not have is not probed).
-pub const SEAM: [&str; 12] = [
+/// ksm_cmp_and_merge_page, and patch 18 replaced that one,
+/// ksm_trees_start_scan and ksm_remove_rmap_item_from_tree by ksmd's batch,
+/// ksm_do_scan, and ksm_remove_trailing_rmap_items; the older names stay
+/// for kernels of the series before them (a name the kernel does not have
+/// is not probed).
+pub const SEAM: [&str; 14] = [
     "ksm_advisor_next_pages_to_scan",
+    "ksm_do_scan",
+    "ksm_remove_trailing_rmap_items",
     "ksm_trees_start_scan",
     "ksm_trees_use_node_roots",
     "ksm_cmp_and_merge_page",
@@ -45,8 +50,16 @@ pub const SEAM: [&str; 12] = [
     "ksm_check_stable_tree",
 ];
 
-/// C: stock 7.3's trees (mm/ksm.c), and the mm code both kernels share.
-const C_FUNCTIONS: [&str; 42] = [
+/// C: stock 7.3's trees and scan (mm/ksm.c), and the mm code both kernels
+/// share (since patch 15, the scan's walks of the mm_slot list and of each
+/// mm are glue of their own).
+const C_FUNCTIONS: [&str; 48] = [
+    "get_next_rmap_item",
+    "should_skip_rmap_item",
+    "ksm_mm_walk_next",
+    "ksm_scan_next_mm",
+    "ksm_alloc_rmap_item",
+    "ksm_free_rmap_item",
     "stable_tree_search",
     "stable_tree_insert",
     "stable_tree_append",
