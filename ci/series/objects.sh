@@ -20,7 +20,7 @@ esac
 # The names declared between the comment "The trees" and the next comment.
 mapfile -t funcs < <(awk '/^ \* The trees( and the scan)?:/ { on = 1; next } on && /^\/\*/ { exit } on' "$tree/mm/ksm.h" |
 	tr -s ' \t\n' ' ' | grep -oE '[a-z_]+\(' | tr -d '(' | grep '^ksm_' | sort -u)
-[ "${#funcs[@]}" -gt 5 ] || { echo "found only ${#funcs[@]} functions under 'The trees' in mm/ksm.h"; exit 1; }
+[ "${#funcs[@]}" -ge 3 ] || { echo "found only ${#funcs[@]} functions under 'The trees' in mm/ksm.h"; exit 1; }
 
 bad=0
 # Member names of a thin archive are printed relative to the current directory.

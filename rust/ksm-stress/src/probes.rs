@@ -30,9 +30,10 @@ const GROUP: &str = "ksmstress";
 /// (ksm_unstable_tree_search_insert to ksm_scan_ksm_page) by
 /// ksm_cmp_and_merge_page, and patch 18 replaced that one,
 /// ksm_trees_start_scan and ksm_remove_rmap_item_from_tree by ksmd's batch,
-/// ksm_do_scan, and ksm_remove_trailing_rmap_items; the older names stay
-/// for kernels of the series before them (a name the kernel does not have
-/// is not probed).
+/// ksm_do_scan, and ksm_remove_trailing_rmap_items; patch 23 took the
+/// advisor's arithmetic, ksm_advisor_next_pages_to_scan, into the scan. The
+/// older names stay for kernels of the series before them (a name the
+/// kernel does not have is not probed).
 pub const SEAM: [&str; 14] = [
     "ksm_advisor_next_pages_to_scan",
     "ksm_do_scan",
@@ -53,8 +54,9 @@ pub const SEAM: [&str; 14] = [
 /// C: stock 7.3's trees and scan (mm/ksm.c), and the mm code both kernels
 /// share (since patch 15, the scan's walks of the mm_slot list and of each
 /// mm are glue of their own).
-const C_FUNCTIONS: [&str; 48] = [
+const C_FUNCTIONS: [&str; 49] = [
     "get_next_rmap_item",
+    "scan_time_advisor",
     "should_skip_rmap_item",
     "ksm_mm_walk_next",
     "ksm_scan_next_mm",
