@@ -53,8 +53,9 @@ pub const SEAM: [&str; 14] = [
 
 /// C: stock 7.3's trees and scan (mm/ksm.c), and the mm code both kernels
 /// share (since patch 15, the scan's walks of the mm_slot list and of each
-/// mm are glue of their own).
-const C_FUNCTIONS: [&str; 49] = [
+/// mm are glue of their own; since patch 25, run=2's unmerge is
+/// ksm_unmerge_and_remove_all_rmap_items).
+const C_FUNCTIONS: [&str; 50] = [
     "get_next_rmap_item",
     "scan_time_advisor",
     "should_skip_rmap_item",
@@ -97,6 +98,7 @@ const C_FUNCTIONS: [&str; 49] = [
     "write_protect_page",
     "break_ksm",
     "unmerge_and_remove_all_rmap_items",
+    "ksm_unmerge_and_remove_all_rmap_items",
     "ksm_memory_callback",
     "folio_migrate_ksm",
     "rmap_walk_ksm",
